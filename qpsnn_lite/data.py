@@ -1,0 +1,145 @@
+"""Data sets as (train_loader, test_loader) pairs.
+
+Taught in chapter 02. ``"digits"`` (scikit-learn's 1,797 real 8x8 handwritten digits) ships with scikit-learn and
+works offline; it is the book's default. ``"mnist"``, ``"cifar10"`` and ``"cifar100"`` come through torchvision and are
+downloaded only when you pass ``download=True`` (for example on Colab).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout"]
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+
+# Per-channel statistics of the training sets, for normalisation.
+_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def default_root() -> Path:
+    """Where torchvision data sets live: ``$QPSNN_DATA`` or ``~/.cache/qpsnn_lite/data``."""
+    return Path(os.environ.get("QPSNN_DATA", Path.home() / ".cache" / "qpsnn_lite" / "data"))
+
+
+def load(
+    name: str = "digits",
+    batch_size: int = 64,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+    augment: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    test_fraction: float = 0.2,
+) -> tuple[DataLoader, DataLoader]:
+    """Return ``(train_loader, test_loader)`` yielding ``(images [B, C, H, W], labels [B])``.
+
+    Args:
+        name: ``"digits"`` (offline, default), ``"mnist"``, ``"cifar10"`` or ``"cifar100"``.
+        batch_size: mini-batch size of both loaders.
+        root: folder of the torchvision data sets (default :func:`default_root`).
+        download: let torchvision download a missing data set (needs internet; never in tests).
+        image_size: resize the digits from 8x8 to ``image_size`` x ``image_size`` (bilinear). Larger maps give the
+            SVS criterion of chapter 06 more room (the rank of an 8x8 map is at most 8).
+        augment: CIFAR training augmentation of the paper (random crop with padding 4, horizontal flip, AutoAugment,
+            Cutout of 16 px).
+        seed: seeds the shuffling of the training loader (and the fixed digits split, which uses seed 0 always).
+        test_fraction: share of the digits held out for testing (stratified, fixed).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4):
+        raise ValueError(f"image_size must be None or an integer >= 4, got {image_size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    if name == "digits":
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        train_set, test_set = _digits(image_size, test_fraction)
+    else:
+        if image_size is not None:
+            raise ValueError("image_size applies to 'digits' only; torchvision sets keep their native size")
+        train_set, test_set = _torchvision(name, Path(root) if root is not None else default_root(), download, augment)
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
+    )
+    test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return train_loader, test_loader
+
+
+def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset, TensorDataset]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) / 16.0  # pixel values 0..16 -> [0, 1]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=test_fraction, random_state=0, stratify=digits.target
+    )
+    mean, std = x_train.mean(), x_train.std()  # statistics of the training split only
+
+    def to_tensor(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy((x - mean) / std).unsqueeze(1)  # [N, 1, 8, 8]
+        if image_size is not None and image_size != t.shape[-1]:
+            t = torch.nn.functional.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return t.contiguous()
+
+    return (
+        TensorDataset(to_tensor(x_train), torch.from_numpy(y_train).long()),
+        TensorDataset(to_tensor(x_test), torch.from_numpy(y_test).long()),
+    )
+
+
+class Cutout:
+    """Zero one random square of ``size`` pixels in a ``[C, H, W]`` tensor (DeVries and Taylor 2017), as the paper's
+    CIFAR augmentation."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        y, x = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y0, y1 = max(0, y - self.size // 2), min(h, y + self.size // 2)
+        x0, x1 = max(0, x - self.size // 2), min(w, x + self.size // 2)
+        img = img.clone()
+        img[..., y0:y1, x0:x1] = 0
+        return img
+
+
+def _torchvision(name: str, root: Path, download: bool, augment: bool):
+    from torchvision import datasets, transforms
+
+    mean, std = _STATS[name]
+    normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train_ops: list = []
+    if augment and name.startswith("cifar"):
+        train_ops = [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10),
+        ]
+    train_tf = transforms.Compose(train_ops + normalize + ([Cutout(16)] if augment and name.startswith("cifar") else []))
+    test_tf = transforms.Compose(normalize)
+    cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        train = cls(str(root), train=True, transform=train_tf, download=download)
+        test = cls(str(root), train=False, transform=test_tf, download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise FileNotFoundError(
+            f"{name} was not found (or is corrupt) under {root}. Pass download=True to fetch it (needs internet, "
+            f"e.g. on Colab), or point root= (or $QPSNN_DATA) at a folder that has it. torchvision said: {exc}"
+        ) from exc
+    return train, test

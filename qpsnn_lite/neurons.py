@@ -1,0 +1,225 @@
+r"""Leaky integrate-and-fire neurons and surrogate spike functions.
+
+Taught in chapter 01 (the neuron) and chapter 02 (surrogate gradients).
+
+The paper's LIF (Eq. 1-3), per layer and time step :math:`t`:
+
+.. math::
+
+    \tilde U[t] = \tau\, U[t-1] + X[t], \qquad
+    S[t] = \Theta(\tilde U[t] - \theta), \qquad
+    U[t] = \tilde U[t]\,(1 - S[t])
+
+:math:`\tau` is a multiplicative leak factor in (0, 1] (not a time constant), :math:`\theta` the threshold, and the
+reset is hard (to 0) by default. The reset path is *not* detached: the gradient through :math:`(1 - S[t])` flows, as in
+the paper's STBP rule (Eq. 14). The Heaviside step :math:`\Theta` has a zero derivative almost everywhere, so the
+backward pass uses a surrogate: the triangle of the paper (App. D, :math:`a = 1`), a sigmoid or an arctan.
+
+Tensors are laid out ``[T, B, ...]``: time first, then batch, then any feature shape.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SURROGATES",
+    "RESETS",
+    "spike",
+    "lif_multistep",
+    "lif_multistep_state",
+    "LIFState",
+    "LIF",
+]
+
+SURROGATES = ("triangle", "sigmoid", "arctan")
+RESETS = ("hard", "soft")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Surrogate spike functions
+# --------------------------------------------------------------------------------------------------------------------
+class _SpikeFunction(torch.autograd.Function):
+    """Heaviside forward, surrogate derivative backward. ``x`` is ``U~ - threshold``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_output * surrogate_derivative(x, ctx.surrogate, ctx.alpha), None, None
+
+
+def surrogate_derivative(x: torch.Tensor, surrogate: str = "triangle", alpha: float = 1.0) -> torch.Tensor:
+    r"""The surrogate :math:`\partial S / \partial U` evaluated at ``x = U~ - threshold``.
+
+    - ``"triangle"`` (the paper, App. D; the authors' code normalises it to unit area):
+      :math:`\frac{1}{a^2}\max(a - |x|, 0)` with :math:`a` = ``alpha`` (at ``alpha = 1`` both forms agree);
+    - ``"sigmoid"``: :math:`\alpha\,\sigma(\alpha x)(1 - \sigma(\alpha x))` (here ``alpha`` is a steepness, try 4);
+    - ``"arctan"``: :math:`\frac{\alpha}{2} / (1 + (\frac{\pi}{2}\alpha x)^2)` (SpikingJelly's ATan, try 2).
+
+    Each integrates to 1 over the real line. Taught in chapter 02.
+    """
+    _check_surrogate(surrogate, alpha)
+    if surrogate == "triangle":
+        return (alpha - x.abs()).clamp(min=0) / (alpha * alpha)
+    if surrogate == "sigmoid":
+        sig = torch.sigmoid(alpha * x)
+        return alpha * sig * (1 - sig)
+    return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+
+
+def spike(x: torch.Tensor, surrogate: str = "triangle", alpha: float = 1.0) -> torch.Tensor:
+    """Heaviside step ``x >= 0`` with the chosen surrogate gradient. ``x`` is ``U~ - threshold``. Chapter 02."""
+    _check_surrogate(surrogate, alpha)
+    return _SpikeFunction.apply(x, surrogate, float(alpha))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Multi-step LIF, functional form
+# --------------------------------------------------------------------------------------------------------------------
+class LIFState(NamedTuple):
+    """Everything a multi-step LIF pass produced, each ``[T, B, ...]``.
+
+    ``spikes`` are S[t]; ``membrane`` is the pre-reset potential U~[t] (what the SCA criterion of chapter 05 scores).
+    """
+
+    spikes: torch.Tensor
+    membrane: torch.Tensor
+
+
+def lif_multistep_state(
+    x: torch.Tensor,
+    tau: float = 0.5,
+    threshold: float = 1.0,
+    surrogate: str = "triangle",
+    alpha: float = 1.0,
+    reset: str = "hard",
+) -> LIFState:
+    """Run the LIF of Eq. 1-3 over the time axis of ``x`` (``[T, B, ...]``, the input current X[t]).
+
+    Returns :class:`LIFState` with the spikes and the pre-reset membrane potentials. ``reset="hard"`` sets the
+    potential to 0 after a spike (the paper); ``reset="soft"`` subtracts the threshold instead. Taught in chapter 01.
+    """
+    check_lif_args(x, tau, threshold, surrogate, alpha, reset)
+    u = torch.zeros_like(x[0])
+    spikes, membrane = [], []
+    for t in range(x.shape[0]):
+        u_tilde = tau * u + x[t]  # Eq. 1: charge
+        s = spike(u_tilde - threshold, surrogate, alpha)  # Eq. 2: fire
+        if reset == "hard":
+            u = u_tilde * (1 - s)  # Eq. 3: hard reset, gradient flows through (1 - s)
+        else:
+            u = u_tilde - threshold * s
+        spikes.append(s)
+        membrane.append(u_tilde)
+    return LIFState(torch.stack(spikes), torch.stack(membrane))
+
+
+def lif_multistep(
+    x: torch.Tensor,
+    tau: float = 0.5,
+    threshold: float = 1.0,
+    surrogate: str = "triangle",
+    alpha: float = 1.0,
+    reset: str = "hard",
+) -> torch.Tensor:
+    """Spikes ``[T, B, ...]`` of the LIF of Eq. 1-3 driven by input current ``x`` (``[T, B, ...]``). Chapter 01."""
+    return lif_multistep_state(x, tau, threshold, surrogate, alpha, reset).spikes
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Module form
+# --------------------------------------------------------------------------------------------------------------------
+class LIF(nn.Module):
+    r"""Multi-step leaky integrate-and-fire layer: ``[T, B, ...]`` input current -> ``[T, B, ...]`` spikes.
+
+    .. math:: \tilde U[t] = \tau U[t-1] + X[t],\quad S[t] = \Theta(\tilde U[t]-\theta),\quad U[t] = \tilde U[t](1-S[t])
+
+    Args:
+        tau: multiplicative leak factor in (0, 1]; the authors' code uses 0.5.
+        threshold: firing threshold > 0; the authors' code uses 1.0.
+        surrogate: ``"triangle"`` (the paper), ``"sigmoid"`` or ``"arctan"``.
+        alpha: surrogate width (triangle) or steepness (sigmoid, arctan); the paper's triangle uses 1.
+        reset: ``"hard"`` (the paper) or ``"soft"``.
+
+    Example:
+        >>> lif = LIF(tau=0.5, threshold=1.0)
+        >>> lif(torch.full((4, 1, 1), 0.6)).flatten().tolist()
+        [0.0, 1.0, 0.0, 1.0]
+
+    Taught in chapter 01; the surrogate in chapter 02.
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.5,
+        threshold: float = 1.0,
+        surrogate: str = "triangle",
+        alpha: float = 1.0,
+        reset: str = "hard",
+    ) -> None:
+        super().__init__()
+        _check_params(tau, threshold, surrogate, alpha, reset)
+        self.tau = float(tau)
+        self.threshold = float(threshold)
+        self.surrogate = surrogate
+        self.alpha = float(alpha)
+        self.reset = reset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lif_multistep(x, self.tau, self.threshold, self.surrogate, self.alpha, self.reset)
+
+    def extra_repr(self) -> str:
+        return (
+            f"tau={self.tau}, threshold={self.threshold}, surrogate={self.surrogate!r}, "
+            f"alpha={self.alpha}, reset={self.reset!r}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------------------------------
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_surrogate(surrogate: str, alpha: float) -> None:
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate!r}")
+    if not _is_real(alpha) or alpha <= 0:
+        raise ValueError(f"alpha (the surrogate width) must be a number > 0, got {alpha!r}")
+
+
+def _check_params(tau, threshold, surrogate, alpha, reset) -> None:
+    if not _is_real(tau) or not 0 < tau <= 1:
+        raise ValueError(f"tau (the leak factor) must be a number in (0, 1], got {tau!r}; the paper's code uses 0.5")
+    if not _is_real(threshold) or threshold <= 0:
+        raise ValueError(f"threshold must be a number > 0, got {threshold!r}; the paper's code uses 1.0")
+    _check_surrogate(surrogate, alpha)
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+
+
+def check_lif_args(x, tau, threshold, surrogate, alpha, reset) -> None:
+    """Validate the input current and the LIF parameters (shared by every LIF implementation)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, B, ...], got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must have a time axis and a batch axis, shape [T, B, ...], got shape {tuple(x.shape)}; "
+            "for a single sample use x.unsqueeze(1), for a static image repeat it over T first"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("x has T = 0 time steps; give at least one")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    _check_params(tau, threshold, surrogate, alpha, reset)

@@ -1,0 +1,232 @@
+"""Training and evaluation: ``fit`` and ``evaluate``.
+
+Taught in chapter 02. Backpropagation through time (STBP) is what autograd does over the unrolled LIF; the loss is
+cross-entropy on the time-averaged logits (the paper, App. D). The defaults follow the authors' code, which the paper's
+numbers came from: Adam, learning rate 1e-3, cosine decay to 0, weight decay 1e-5 on conv weights only.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["History", "fit", "evaluate", "seed_everything", "save_checkpoint", "load_checkpoint"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a run on the same machine repeats exactly."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one entry per epoch (ready to plot)."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last epoch (a fraction in [0, 1])."""
+        if not self.test_accuracy:
+            raise ValueError("the history is empty: fit ran no epoch")
+        return self.test_accuracy[-1]
+
+
+def _check_loader(loader, name: str) -> None:
+    if not isinstance(loader, DataLoader) and not hasattr(loader, "__iter__"):
+        raise TypeError(f"{name} must be an iterable of (inputs, labels) batches, got {type(loader).__name__}")
+    try:
+        empty = len(loader) == 0
+    except TypeError:
+        empty = False
+    if empty:
+        raise ValueError(f"{name} is empty: it yields no batch; check the data set and the batch size")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # The authors' code decays conv weights only (4-d tensors); BN, biases and the classifier are not decayed.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() == 4]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: str | torch.device | None = None) -> tuple[float, float]:
+    """Return ``(accuracy, mean cross-entropy loss)`` of ``model`` on ``loader``, in eval mode. Chapter 02."""
+    _check_loader(loader, "loader")
+    device = torch.device(device) if device is not None else _device_of(model)
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        logits = model(inputs)
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        total += labels.numel()
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("loader is empty: it yielded no sample")
+    return correct / total, loss_sum / total
+
+
+def fit(
+    model: nn.Module,
+    train_loader,
+    test_loader=None,
+    epochs: int = 10,
+    *,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    weight_decay: float = 1e-5,
+    momentum: float = 0.9,
+    schedule: str = "cosine",
+    seed: int | None = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+) -> History:
+    """Train ``model`` with surrogate gradients through time; return a :class:`History`. Chapter 02.
+
+    Args:
+        epochs: passes over ``train_loader``.
+        lr, optimizer, weight_decay, momentum: ``"adam"`` (the authors' code, default) or ``"sgd"`` (the paper's
+            Table 8 uses SGD with lr 0.1 at CIFAR scale); weight decay applies to conv weights only.
+        schedule: ``"cosine"`` (decay to 0 over ``epochs``) or ``"constant"``.
+        seed: seeds everything before training (None leaves the random state alone).
+        device: e.g. ``"cuda"``; default: where the model is.
+        progress: show a tqdm progress bar per epoch.
+        checkpoint: a file to save model and optimizer state to after every epoch (written atomically, so an
+            interrupted run never leaves a broken file); an existing checkpoint there resumes the run.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    _check_loader(train_loader, "train_loader")
+    if test_loader is not None:
+        _check_loader(test_loader, "test_loader")
+    if seed is not None:
+        seed_everything(seed)
+    if device is not None:
+        model.to(device)
+    device = _device_of(model)
+
+    groups = _param_groups(model, weight_decay)
+    opt = (
+        torch.optim.Adam(groups, lr=lr)
+        if optimizer == "adam"
+        else torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)) if schedule == "cosine" else None
+    history = History()
+    start_epoch = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, model)
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        history = History(**state["history"])
+        start_epoch = len(history.epoch)
+
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        tic = time.perf_counter()
+        loss_sum, correct, total = 0.0, 0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for inputs, labels in bar:
+            inputs, labels = inputs.to(device), labels.to(device)
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} in epoch {epoch + 1}; lower lr (now {lr}) or check the input "
+                    "data for NaN. The last good checkpoint (if any) is untouched."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(1) == labels).sum().item()
+            total += labels.numel()
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+        history.epoch.append(epoch + 1)
+        history.train_loss.append(loss_sum / total)
+        history.train_accuracy.append(correct / total)
+        history.lr.append(opt.param_groups[0]["lr"])
+        if sched is not None:
+            sched.step()
+        if test_loader is not None:
+            acc, test_loss = evaluate(model, test_loader, device)
+            history.test_accuracy.append(acc)
+            history.test_loss.append(test_loss)
+        history.seconds.append(time.perf_counter() - tic)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, opt, sched, history)
+    return history
+
+
+def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, history: History | None = None) -> None:
+    """Save model (and optimizer, scheduler, history) state atomically: write a temporary file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "history": history.to_dict() if history is not None else None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model: nn.Module) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (safely: no code is executed)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=_device_of(model), weights_only=True)
+        model.load_state_dict(state["model"])
+    except Exception as exc:  # truncated, tampered with, or from another architecture
+        raise ValueError(
+            f"the checkpoint {path} is corrupt or does not match this model ({type(exc).__name__}: {exc}); "
+            "delete it to start afresh"
+        ) from exc
+    return state
