@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from qpsnn_lite import models, prune
+from qpsnn_lite import metrics, models, prune
 from qpsnn_lite.models import SpikingConvBlock, SpikingFeatures, SpikingNet
 from qpsnn_lite.neurons import lif_multistep_state
 
@@ -442,6 +442,9 @@ def test_pruning_equals_masking_vgg16(vgg16):
     names = [layer.name for layer in prune.prunable_layers(model)]
     pruned = prune.apply(model, random_scores(model), dict(zip(names, ratios)))
     assert pruned.conv_widths == [35, 35, 70, 70, 140, 140, 140, 250, 250, 250, 250, 250, 512]  # int(n * (1 - r))
+    reference = models.build("vgg16", 10, prune_config="A")  # the same widths built directly (4.25 M parameters)
+    assert metrics.count_parameters(pruned) == metrics.count_parameters(reference)
+    assert metrics.model_size_mb(pruned, 4) == metrics.model_size_mb(reference, 4)
     assert_pruning_equals_masking(model, x, pruned, atol=1e-5)
 
 
@@ -488,6 +491,9 @@ def test_resnet20_code_faithful_configuration(resnet20):
     outputs, mids = architectures.resnet20_widths(architectures.RESNET20_COMPRESS_RATE["A"])
     assert (pruned.block_widths, pruned.mid_widths) == (outputs, mids)
     assert [layer.channels for layer in prune.prunable_layers(pruned)] == pruned.conv_widths
+    reference = models.build("resnet20", 10, prune_config="A")  # 6.22 M parameters in the paper
+    assert metrics.count_parameters(pruned) == metrics.count_parameters(reference)
+    assert metrics.model_size_mb(pruned, 4) == metrics.model_size_mb(reference, 4)
     with torch.no_grad():
         assert pruned(x).shape == (2, 10)
 
