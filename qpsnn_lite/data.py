@@ -88,17 +88,18 @@ def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset
     x_train, x_test, y_train, y_test = train_test_split(
         images, digits.target, test_size=test_fraction, random_state=0, stratify=digits.target
     )
-    mean, std = x_train.mean(), x_train.std()  # statistics of the training split only
 
     def to_tensor(x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy((x - mean) / std).unsqueeze(1)  # [N, 1, 8, 8]
+        t = torch.from_numpy(x).unsqueeze(1)  # [N, 1, 8, 8]
         if image_size is not None and image_size != t.shape[-1]:
             t = torch.nn.functional.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        return t.contiguous()
+        return t
 
+    train_images, test_images = to_tensor(x_train), to_tensor(x_test)
+    mean, std = train_images.mean(), train_images.std()  # statistics of the training split only
     return (
-        TensorDataset(to_tensor(x_train), torch.from_numpy(y_train).long()),
-        TensorDataset(to_tensor(x_test), torch.from_numpy(y_test).long()),
+        TensorDataset(((train_images - mean) / std).contiguous(), torch.from_numpy(y_train).long()),
+        TensorDataset(((test_images - mean) / std).contiguous(), torch.from_numpy(y_test).long()),
     )
 
 

@@ -156,11 +156,20 @@ def fit(
     start_epoch = 0
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, model)
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler") is not None:
-            sched.load_state_dict(state["scheduler"])
-        history = History(**state["history"])
-        start_epoch = len(history.epoch)
+        if state.get("optimizer") is not None:
+            opt.load_state_dict(state["optimizer"])
+        if state.get("history") is not None:  # a weights-only checkpoint starts a fresh history at epoch 0
+            history = History(**state["history"])
+        start_epoch = min(len(history.epoch), epochs)
+        if sched is not None:
+            # Rebuild the schedule for *this* run's length (the run may have been resumed with more epochs):
+            # the cosine learning rate depends only on the epoch index.
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+            for _ in range(start_epoch):
+                opt.step()  # a no-op without gradients; keeps the scheduler's order-of-calls check quiet
+                sched.step()
 
     from tqdm.auto import tqdm
 
@@ -169,8 +178,13 @@ def fit(
         tic = time.perf_counter()
         loss_sum, correct, total = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for inputs, labels in bar:
+        for batch_index, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(device), labels.to(device)
+            if not torch.isfinite(inputs).all():
+                # A spike maps NaN to 0, so a NaN input would not show up in the loss: check the data itself.
+                raise FloatingPointError(
+                    f"batch {batch_index} of epoch {epoch + 1} contains NaN or inf inputs; clean the data set"
+                )
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
@@ -196,6 +210,12 @@ def fit(
             history.test_accuracy.append(acc)
             history.test_loss.append(test_loss)
         history.seconds.append(time.perf_counter() - tic)
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(
+                f"parameters {bad[:3]} became NaN or inf in epoch {epoch + 1}; lower lr (now {lr}). "
+                "The last good checkpoint (if any) is untouched."
+            )
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, opt, sched, history)
     return history

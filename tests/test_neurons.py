@@ -197,11 +197,6 @@ def test_known_values_soft_reset():
     assert_close(membrane.flatten(), torch.tensor([0.7, 1.05, 0.725, 1.0625], dtype=torch.float64))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="neurons.py LIF docstring example claims [0, 1, 0, 1] for constant 0.6 at tau 0.5; the LIF gives "
-    "[0, 0, 1, 0] (U~ = 0.6, 0.9, 1.05, 0.6)",
-)
 def test_lif_docstring_example_runs():
     runner = doctest.DocTestRunner(verbose=False)
     for test in doctest.DocTestFinder().find(LIF, "LIF", globs={"LIF": LIF, "torch": torch}):

@@ -150,11 +150,6 @@ def test_checkpoint_is_written_and_resumed(digits_subset, tmp_path):
     assert saved["history"]["epoch"] == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py fit: on resume, sched.load_state_dict restores the old T_max (the old epochs), so with more "
-    "epochs the cosine has already reached 0 and the first extra epoch trains at lr 0",
-)
 def test_resumed_extra_epoch_trains_with_positive_learning_rate(digits_subset, tmp_path):
     path = tmp_path / "checkpoint.pt"
     _fit(digits_subset, epochs=2, checkpoint=path)
@@ -175,12 +170,6 @@ def test_corrupt_checkpoint_raises_and_is_left_alone(digits_subset, tmp_path, co
     assert path.read_bytes() == content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py fit: a checkpoint written by the public save_checkpoint(path, model) (no optimizer, no history) "
-    "crashes the resume with AttributeError ('NoneType' object has no attribute 'copy') from "
-    "opt.load_state_dict(None), outside load_checkpoint's try; History(**None) would fail next",
-)
 def test_model_only_checkpoint_resumes_or_raises_a_clear_error(digits_subset, tmp_path):
     path = tmp_path / "checkpoint.pt"
     train.save_checkpoint(path, _model())
@@ -220,11 +209,6 @@ def test_nan_loss_raises_before_saving(tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NaN input does not raise for a spiking model: spike() maps NaN to 0 (NaN >= 0 is False) and BatchNorm "
-    "spreads the NaN over the whole batch, so every stem spike is 0 and the loss stays finite; fit trains on garbage",
-)
 def test_nan_input_raises_for_the_spiking_model():
     with pytest.raises(FloatingPointError):
         train.fit(_model(), _nan_loader(), epochs=1, progress=False)
