@@ -1,6 +1,7 @@
 r"""What the paper reports about a model: size in MB, parameter counts, the fraction of connections kept.
 
-Taught in chapter 08. (Synaptic operations and energy, Table 6, join this module later.)
+Taught in chapter 08. Also firing rates, synaptic operations (SOPs) and an energy estimate (Table 6): see
+:func:`energy_mj` at the end of this module.
 
 Model size follows the paper's rule [P App. G, Eq. 16]:
 
@@ -33,6 +34,13 @@ __all__ = [
     "count_parameters",
     "quantized_weight_count",
     "connection_percent",
+    "E_MAC_PJ",
+    "E_AC_PJ",
+    "LayerOps",
+    "EnergyReport",
+    "firing_rates",
+    "sops",
+    "energy_mj",
 ]
 
 FP_BITS = 32  # B_fp of Eq. 16
@@ -182,3 +190,221 @@ def connection_percent(pruned: nn.Module, dense: nn.Module) -> float:
     if total == 0:
         raise ValueError("dense model has no quantized conv weights (it needs at least two convs)")
     return 100.0 * kept / total
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Firing rates, synaptic operations (SOPs) and energy [P App. C, Table 6; QP-SNN-METHOD.md section 7.2]
+# --------------------------------------------------------------------------------------------------------------------
+E_MAC_PJ = 4.6  # energy of a 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), in pJ
+E_AC_PJ = 0.9  # energy of a 32-bit float accumulate, 45 nm, in pJ
+
+ENERGY_CONVENTIONS = (
+    "SOPs = sum over every conv and Linear layer except the first conv of fr_l * T * MAC_l, per sample and summed "
+    "over the T time steps; fr_l is the fraction of non-zero entries of the layer's input (the firing rate of the "
+    "spikes entering it, measured after pooling) and MAC_l the dense multiply-accumulates per sample and time step "
+    "(conv: H_out * W_out * C_out * C_in / groups * k_h * k_w; Linear: in * out; biases not counted). The classifier "
+    "reads average-pooled spikes (fractional values): it is counted as accumulates on its non-zero inputs, like a "
+    "spiking layer. The first conv reads the analog image and is charged at MAC energy: once per sample for a static "
+    "image (direct encoding repeats the same image, so its output can be computed once), T times for event input "
+    "[T, B, ...]. E = E_MAC * MAC_stem + E_AC * SOPs. The paper states no formula; this convention reproduces 3 of "
+    "the 4 rows of its Table 6 only approximately (its own rows are not mutually consistent)."
+)
+
+
+class LayerOps(NamedTuple):
+    """Synaptic work of one conv or Linear layer, per sample (see :func:`energy_mj`)."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    macs_per_step: int  # dense MACs per sample and time step
+    steps: float  # applications per sample: T (one per time step)
+    input_rate: float  # fraction of non-zero inputs: the firing rate of the spikes entering the layer
+    sops: float  # input_rate * steps * macs_per_step
+
+
+class EnergyReport(NamedTuple):
+    """What :func:`energy_mj` measured, with the constants and conventions used (``conventions``).
+
+    ``energy_mj`` is the estimate per sample in millijoules. ``sops`` are per sample and summed over the time steps; ``mac_stem`` is the first conv's MAC count per
+    sample as charged (once for static images); ``layers`` has a :class:`LayerOps` per conv/Linear layer after the
+    first; ``firing_rates`` maps each LIF module to its mean firing rate.
+    """
+
+    energy_mj: float
+    sops: float
+    mac_stem: float
+    stem: str
+    e_mac_pj: float
+    e_ac_pj: float
+    T: int | None
+    samples: int
+    firing_rates: dict
+    layers: list
+    conventions: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``layers`` as a list of dicts)."""
+        record = self._asdict()
+        record["layers"] = [layer._asdict() for layer in self.layers]
+        record["firing_rates"] = dict(self.firing_rates)
+        return record
+
+
+def _check_batches(batches) -> int | None:
+    if batches is None:
+        return None
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"batches must be None (the whole loader) or an integer >= 1, got {batches!r}")
+    return batches
+
+
+def _split_batch(batch) -> tuple[torch.Tensor, int]:
+    """``(inputs, samples)`` of a batch that is a tensor or an ``(inputs, labels)`` pair."""
+    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"the loader must yield tensors or (inputs, labels) pairs, got {type(inputs).__name__}")
+    if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dim():
+        return inputs, int(batch[1].shape[0])
+    # images [B, C, H, W] or events [T, B, C, H, W]
+    return inputs, int(inputs.shape[1] if inputs.dim() == 5 else inputs.shape[0])
+
+
+def _measure(model: nn.Module, loader, batches: int | None) -> dict:
+    """One pass over ``batches`` mini-batches with hooks: LIF spike counts, non-zero inputs and MACs of every
+    conv/Linear layer. Eval mode, no gradient; modes restored and hooks removed afterwards."""
+    _check_model(model)
+    batches = _check_batches(batches)
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError("model has no conv layer: SOPs and energy need at least the first conv")
+    stem_name = convs[0][0]
+    layers = [(name, m, "conv") for name, m in convs] + [
+        (name, m, "linear") for name, m in model.named_modules() if isinstance(m, nn.Linear)
+    ]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    layers.sort(key=lambda item: order[item[0]])
+    from .neurons import LIF
+
+    lifs = [(name, m) for name, m in model.named_modules() if isinstance(m, LIF)]
+    spikes = {name: [0.0, 0] for name, _ in lifs}  # name -> [spike sum, elements]
+    stats = {name: {"nonzero": 0, "elements": 0, "rows": 0, "macs": 0, "kind": kind} for name, _, kind in layers}
+
+    def lif_hook(name):
+        def hook(module, inputs, output):
+            spikes[name][0] += float(output.detach().sum())
+            spikes[name][1] += output.numel()
+        return hook
+
+    def pre_hook(name, kind):
+        def hook(module, inputs):
+            x = inputs[0].detach()
+            entry = stats[name]
+            entry["nonzero"] += int(torch.count_nonzero(x))
+            entry["elements"] += x.numel()
+            entry["rows"] += x.shape[0] if kind == "conv" else x.numel() // x.shape[-1]
+        return hook
+
+    def post_hook(name, kind):
+        def hook(module, inputs, output):
+            weight = module.weight
+            per_position = weight.numel()  # C_out * C_in / groups * k_h * k_w, or out * in for a Linear
+            stats[name]["macs"] = per_position * (output.shape[-1] * output.shape[-2] if kind == "conv" else 1)
+        return hook
+
+    handles = [m.register_forward_hook(lif_hook(name)) for name, m in lifs]
+    for name, m, kind in layers:
+        handles.append(m.register_forward_pre_hook(pre_hook(name, kind)))
+        handles.append(m.register_forward_hook(post_hook(name, kind)))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    samples, used, event_input = 0, 0, False
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in loader:
+                if batches is not None and used >= batches:
+                    break
+                inputs, size = _split_batch(batch)
+                event_input = event_input or inputs.dim() == 5
+                model(inputs.to(device))
+                samples += size
+                used += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    if samples == 0:
+        raise ValueError("loader is empty: it yielded no batch to measure on")
+    return {"stem": stem_name, "stats": stats, "spikes": spikes, "samples": samples, "event_input": event_input,
+            "T": getattr(model, "T", None)}
+
+
+def _layer_ops(measured: dict) -> list[LayerOps]:
+    result = []
+    samples = measured["samples"]
+    for name, entry in measured["stats"].items():
+        if name == measured["stem"] or entry["elements"] == 0:
+            continue  # the stem is charged at MAC energy; layers that never ran cost nothing
+        rate = entry["nonzero"] / entry["elements"]
+        steps = entry["rows"] / samples
+        result.append(LayerOps(name, entry["kind"], int(entry["macs"]), steps, rate, rate * steps * entry["macs"]))
+    return result
+
+
+def firing_rates(model: nn.Module, loader, batches: int | None = 5) -> dict[str, float]:
+    """Mean firing rate of every LIF module over ``batches`` mini-batches of ``loader`` (None: all of them):
+    ``{lif_name: spikes / (T * B * neurons)}``, in [0, 1]. Eval mode, no gradient. Taught in chapter 08."""
+    measured = _measure(model, loader, batches)
+    return {name: (total / count if count else 0.0) for name, (total, count) in measured["spikes"].items()}
+
+
+def sops(model: nn.Module, loader, batches: int | None = 5) -> float:
+    r"""Synaptic operations per sample, summed over the time steps:
+
+    .. math:: \mathrm{SOPs} = \sum_{l \ge 2} \mathrm{fr}_l \cdot T \cdot \mathrm{MAC}_l
+
+    over every conv and Linear layer but the first conv. :math:`\mathrm{fr}_l` is the fraction of non-zero inputs of
+    layer :math:`l` (the firing rate of the spikes entering it, after any pooling), :math:`\mathrm{MAC}_l` its dense
+    multiply-accumulates per sample and time step. The classifier reads average-pooled spikes, which are fractional:
+    it is counted as accumulates on its non-zero inputs. Measured on ``batches`` mini-batches (None: all). Taught in
+    chapter 08; :func:`energy_mj` gives the per-layer record.
+    """
+    return float(sum(layer.sops for layer in _layer_ops(_measure(model, loader, batches))))
+
+
+def energy_mj(model: nn.Module, loader, batches: int | None = 5, e_mac_pj: float = E_MAC_PJ,
+              e_ac_pj: float = E_AC_PJ) -> EnergyReport:
+    r"""Energy per sample of a spiking network, 45 nm constants (the paper gives none; QP-SNN-METHOD.md 7.2):
+
+    .. math:: E = E_{MAC}\cdot\mathrm{MAC}_{stem} + E_{AC}\cdot\mathrm{SOPs}, \qquad
+              E_{MAC} = 4.6\ \text{pJ},\ E_{AC} = 0.9\ \text{pJ}
+
+    The first conv reads the analog image (direct encoding) and is charged at MAC energy **once** per sample, not
+    T times (the same image enters at every step); with event input ``[T, B, ...]`` it is charged T times. SOPs are
+    summed over time (:func:`sops`), the classifier counted as accumulates on its non-zero (average-pooled) inputs.
+    One pass over ``batches`` mini-batches (None: all) in eval mode gives everything in the returned
+    :class:`EnergyReport`: the energy in mJ, SOPs, the stem MACs, per-layer :class:`LayerOps`, the LIF firing rates,
+    the constants and the conventions in words.
+
+    Example: ``metrics.energy_mj(model, test_loader).energy_mj``. Taught in chapter 08.
+    """
+    for label, value in (("e_mac_pj", e_mac_pj), ("e_ac_pj", e_ac_pj)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{label} must be a number >= 0 (picojoules per operation), got {value!r}")
+    measured = _measure(model, loader, batches)
+    layers = _layer_ops(measured)
+    stem = measured["stats"][measured["stem"]]
+    stem_steps = stem["rows"] / measured["samples"] if measured["event_input"] else 1.0
+    mac_stem = stem["macs"] * stem_steps
+    total_sops = float(sum(layer.sops for layer in layers))
+    energy = (e_mac_pj * mac_stem + e_ac_pj * total_sops) * 1e-9  # pJ -> mJ
+    rates = {name: (total / count if count else 0.0) for name, (total, count) in measured["spikes"].items()}
+    return EnergyReport(
+        energy_mj=energy, sops=total_sops, mac_stem=float(mac_stem), stem=measured["stem"], e_mac_pj=float(e_mac_pj),
+        e_ac_pj=float(e_ac_pj), T=measured["T"], samples=measured["samples"], firing_rates=rates, layers=layers,
+        conventions=ENERGY_CONVENTIONS,
+    )

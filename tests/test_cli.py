@@ -1,0 +1,147 @@
+"""The command line, run in-process through ``main(argv)``: help, bad flags (exit 2), presets, and tiny runs that
+write parseable JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from qpsnn_lite import pipeline
+from qpsnn_lite.__main__ import build_parser, main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run fastest on one thread, and on a busy machine torch's worker threads wait for each other
+    (runs several times slower); restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = ["--epochs", "1", "--finetune-epochs", "1", "--channels", "4,8,8,8", "--T", "1", "--image-size", "8",
+        "--batch-size", "256", "--score-batches", "1", "--quiet"]
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "python -m qpsnn_lite run" in out and "ablation --seeds 3" in out
+
+
+@pytest.mark.parametrize("command", ["run", "ablation"])
+def test_subcommand_help_lists_every_config_field(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(pipeline.Config):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--bits", "0"], "bit width in 1..16"),
+    (["run", "--bits", "four"], "expected a bit width"),
+    (["run", "--ratio", "1.0"], "[0, 1)"),
+    (["run", "--ratio", "stem=1.5"], "[0, 1)"),
+    (["run", "--preset", "imagenet-resnet50"], "invalid choice"),
+    (["run", "--dataset", "imagenet"], "invalid choice"),
+    (["run", "--epochs", "0"], "expected an integer >= 1"),
+    (["run", "--channels", "4,8"], "four positive integers"),
+    (["run", "--gamma", "median"], "expected one of mean, max, percentile or none"),
+    (["run", "--lr", "-1"], "expected a number > 0"),
+    (["run", "--no-such-flag"], "unrecognized arguments"),
+    (["run", "--model", "digits_cnn", "--prune-config", "A"], "prune_config"),
+    (["run", "--dataset", "cifar10", "--image-size", "16"], "image_size"),
+    (["ablation", "--seeds", "0"], "number of seeds"),
+    (["run", "--threads", "0"], "number of threads"),
+    (["presets", "imagenet"], "unknown preset"),
+    ([], "required"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unavailable_device_is_an_argument_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--preset", "cifar10-resnet20-A"])  # the paper's preset asks for a GPU
+    assert exit_info.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_presets_listing_and_one_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in pipeline.PRESETS:
+        assert name in out
+    assert main(["presets", "cifar100-resnet20-ablation"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["dataset"], record["model"], record["bits"], record["prune_config"]) == \
+        ("cifar100", "resnet20", 2, "B")
+    assert pipeline.Config.from_dict(record) == pipeline.PRESETS["cifar100-resnet20-ablation"]
+
+
+class _Stub:
+    def table(self) -> str:
+        return "stub table"
+
+
+def test_flags_override_the_preset(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, progress=True):
+        seen["config"], seen["progress"] = config, progress
+        return _Stub()
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--preset", "cifar100-resnet20-B", "--device", "cpu", "--epochs", "2", "--ratio", "0.3",
+            "--gamma", "none", "--no-augment", "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    config = seen["config"]
+    assert (config.dataset, config.model, config.T, config.finetune_epochs) == ("cifar100", "resnet20", 2, 150)
+    assert (config.epochs, config.ratio, config.prune_config, config.gamma, config.augment) == (2, 0.3, None, None,
+                                                                                             False)
+    assert config.output_dir.startswith("runs") and seen["progress"] is False  # default runs/<timestamp>
+    assert "stub table" in capsys.readouterr().out
+    assert main(["run", "--ratio", "features.stem.conv=0.25,features.block2.conv=0.5", "--output-dir", "none",
+                 "--bits", "none", "--T", "none"]) == 0
+    config = seen["config"]
+    assert config.ratio == {"features.stem.conv": 0.25, "features.block2.conv": 0.5}
+    assert config.output_dir is None and config.bits is None and config.T is None
+
+
+def test_run_writes_parseable_json(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["run", *TINY, "--output-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "model size, paper rule (MB)" in out and "wrote" in out
+    record = json.loads((out_dir / "result.json").read_text())
+    assert record["config"]["epochs"] == 1 and record["config"]["channels"] == [4, 8, 8, 8]
+    assert 0 <= record["accuracy_finetuned"] <= 1
+    assert (out_dir / "model.safetensors").stat().st_size > 0 and (out_dir / "accuracy.png").exists()
+
+
+def test_ablation_writes_parseable_json(tmp_path, capsys, monkeypatch):
+    # One seed, and fine-tuning skipped, keeps this a few seconds; test_pipeline runs the full ablation.
+    out_dir = tmp_path / "ablation"
+    assert main(["ablation", "--seeds", "1", *TINY, "--finetune-epochs", "0", "--output-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "ReScaW + SVS (QP-SNN)" in out and "73.89" in out
+    record = json.loads((out_dir / "ablation.json").read_text())
+    assert [r["row"] for r in record["rows"]] == list("ABCDEF") and record["seeds"] == [0]
+
+
+def test_parser_builds_without_running_anything():
+    parser = build_parser()
+    args = parser.parse_args(["run", "--bits", "2"])
+    assert args.bits == 2 and not hasattr(args, "epochs")  # unset flags do not override a preset
