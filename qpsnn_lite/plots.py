@@ -21,6 +21,11 @@ COLORS = {
     "input": "#009E73",
     "train": "#0072B2",
     "test": "#E69F00",
+    "triangle": "#0072B2",
+    "sigmoid": "#E69F00",
+    "arctan": "#009E73",
+    "hard": "#0072B2",
+    "soft": "#CC79A7",
     # precision / quantizers (chapters 03-04, 07)
     "full precision": "#000000",
     "vanilla": "#E69F00",
@@ -40,9 +45,11 @@ COLORS = {
 
 
 def color(name: str) -> str:
-    """The colour of a method or quantity (case-insensitive); a palette colour chosen by hash for unknown names."""
+    """The colour of a method or quantity (case-insensitive); a palette colour chosen by hash for unknown names
+    (never the pale yellow, which is unreadable on white)."""
     key = name.lower()
-    return COLORS.get(key, PALETTE[sum(map(ord, key)) % len(PALETTE)])
+    readable = [c for c in PALETTE if c != "#F0E442"]
+    return COLORS.get(key, readable[sum(map(ord, key)) % len(readable)])
 
 
 def figure(width: float = 6.0, height: float = 3.5, dpi: int = 100) -> Figure:
