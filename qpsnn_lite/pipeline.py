@@ -432,7 +432,10 @@ class Result:
 
     ``accuracy_trained`` is the trained network before pruning (full precision for ``order="pq"``),
     ``accuracy_pruned`` right after pruning (and, for ``"pq"``, quantizing), ``accuracy_finetuned`` after fine-tuning.
-    ``seconds`` holds the wall time of each stage. ``files`` the paths written into ``output_dir``.
+    ``ratios`` is the fraction of channels each conv actually lost (``1 - kept / n``; the floor ``int(n (1 - r))``
+    makes it differ slightly from the requested ratio). ``firing_rates`` are the fine-tuned network's (LIF name ->
+    rate), ``firing_rates_dense`` the trained network's. ``seconds`` holds the wall time of each stage, ``files`` the
+    paths written into ``output_dir`` and ``export`` the exported file's size beside the paper-rule size.
     """
 
     config: dict
