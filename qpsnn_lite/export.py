@@ -32,6 +32,7 @@ channel) and the JSON header, so it is a little larger; :class:`ExportSummary` r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -512,7 +513,10 @@ def _rebuild(spec: dict, tensors: dict) -> nn.Module:
     if name not in models.MODEL_NAMES:
         raise _Corrupt(f"unknown model name {name!r}")
     try:
-        model = models.build(name, bits=None, **build)
+        # Only the skeleton is used (every layer with state is recreated below), so build it on the meta device:
+        # no memory and no initialisation of weights that would be thrown away.
+        with torch.device("meta"):
+            model = models.build(name, bits=None, **build)
     except (TypeError, ValueError) as exc:
         raise _Corrupt(f"cannot build {name} from {build} ({exc})") from exc
     used: set[str] = set()
@@ -539,6 +543,9 @@ def _rebuild(spec: dict, tensors: dict) -> nn.Module:
     missing = [p for p, m in model.named_modules() if p and _stateful(m) and p not in replaced]
     if missing:
         raise _Corrupt(f"the file has no record of layer(s) {missing[:5]}")
+    left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if left:
+        raise _Corrupt(f"the file has no tensors for {left[:5]}")
     extra = sorted(set(tensors) - used)
     if extra:
         raise _Corrupt(f"unexpected tensor(s) {extra[:5]}")

@@ -105,12 +105,13 @@ def test_presets_are_the_papers_settings():
     ("resnet20", "cifar100", "A", 3.35),  # residual stages share keep-sets; VGG-16 B is covered in test_export
 ])
 def test_prune_config_reproduces_the_papers_widths_and_size(name, dataset, config, size_4bit):
-    cfg = pipeline.Config(dataset=dataset, model=name, prune_config=config, T=1, image_size=None)
+    cfg = pipeline.Config(dataset=dataset, model=name, prune_config=config, T=1, image_size=None, bits=None)
     torch.manual_seed(0)
     model = pipeline.build_model(cfg)
     ratios = pipeline.layer_ratios(cfg, model)
-    assert list(ratios) == list(prune.score(model, None, "l1"))  # exactly the names prune.score keys by
-    pruned = prune.apply(model, prune.score(model, None, "l1"), ratios)
+    scores = prune.score(model, None, "l1")
+    assert list(ratios) == list(scores)  # exactly the names prune.score keys by
+    pruned = prune.apply(model, scores, ratios)
     reference = models.build(name, data.NUM_CLASSES[dataset], T=1, prune_config=config)
     assert [m.out_channels for _, m in metrics.conv_layers(pruned)] == reference.conv_widths
     assert round(metrics.model_size_mb(pruned, 4), 2) == size_4bit  # Table 1
