@@ -37,6 +37,7 @@ __all__ = [
 
 SURROGATES = ("triangle", "sigmoid", "arctan")
 RESETS = ("hard", "soft")
+BACKENDS = ("fused", "reference")  # how lif_multistep / LIF run the time loop (same numbers)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -131,9 +132,20 @@ def lif_multistep(
     surrogate: str = "triangle",
     alpha: float = 1.0,
     reset: str = "hard",
+    backend: str = "fused",
 ) -> torch.Tensor:
-    """Spikes ``[T, B, ...]`` of the LIF of Eq. 1-3 driven by input current ``x`` (``[T, B, ...]``). Chapter 01."""
-    return lif_multistep_state(x, tau, threshold, surrogate, alpha, reset).spikes
+    """Spikes ``[T, B, ...]`` of the LIF of Eq. 1-3 driven by input current ``x`` (``[T, B, ...]``). Chapter 01.
+
+    ``backend="reference"`` runs the readable loop of :func:`lif_multistep_state`; ``"fused"`` (the default) computes
+    the same spikes and gradients in one autograd node, several times faster (``qpsnn_lite.fused``, appendix).
+    """
+    if backend == "reference":
+        return lif_multistep_state(x, tau, threshold, surrogate, alpha, reset).spikes
+    if backend == "fused":
+        from .fused import lif_fused  # imported here: fused.py builds on this module
+
+        return lif_fused(x, tau, threshold, surrogate, alpha, reset)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -150,10 +162,12 @@ class LIF(nn.Module):
         surrogate: ``"triangle"`` (the paper), ``"sigmoid"`` or ``"arctan"``.
         alpha: surrogate width (triangle) or steepness (sigmoid, arctan); the paper's triangle uses 1.
         reset: ``"hard"`` (the paper) or ``"soft"``.
+        backend: ``"fused"`` (default: one autograd node for all T steps, ``qpsnn_lite.fused``) or ``"reference"``
+            (the readable loop of :func:`lif_multistep_state`); both give the same spikes and gradients.
 
     Example:
         >>> lif = LIF(tau=0.5, threshold=1.0)
-        >>> lif(torch.full((4, 1, 1), 0.6)).flatten().tolist()
+        >>> lif(torch.full((4, 1, 1), 0.7)).flatten().tolist()
         [0.0, 1.0, 0.0, 1.0]
 
     Taught in chapter 01; the surrogate in chapter 02.
@@ -166,23 +180,29 @@ class LIF(nn.Module):
         surrogate: str = "triangle",
         alpha: float = 1.0,
         reset: str = "hard",
+        backend: str = "fused",
     ) -> None:
         super().__init__()
         _check_params(tau, threshold, surrogate, alpha, reset)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.tau = float(tau)
         self.threshold = float(threshold)
         self.surrogate = surrogate
         self.alpha = float(alpha)
         self.reset = reset
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lif_multistep(x, self.tau, self.threshold, self.surrogate, self.alpha, self.reset)
+        # getattr: modules pickled before `backend` existed still load and run fused
+        backend = getattr(self, "backend", "fused")
+        return lif_multistep(x, self.tau, self.threshold, self.surrogate, self.alpha, self.reset, backend)
 
     def extra_repr(self) -> str:
         return (
             f"tau={self.tau}, threshold={self.threshold}, surrogate={self.surrogate!r}, "
             f"alpha={self.alpha}, reset={self.reset!r}"
-        )
+        ) + ("" if getattr(self, "backend", "fused") == "fused" else f", backend={self.backend!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
