@@ -122,7 +122,9 @@ def fit(
         lr, optimizer, weight_decay, momentum: ``"adam"`` (the authors' code, default) or ``"sgd"`` (the paper's
             Table 8 uses SGD with lr 0.1 at CIFAR scale); weight decay applies to conv weights only.
         schedule: ``"cosine"`` (decay to 0 over ``epochs``) or ``"constant"``.
-        seed: seeds everything before training (None leaves the random state alone).
+        seed: seeds Python, NumPy and torch before training (None leaves the random state alone): the
+            initial weights if the model is built after this call, dropout, random pruning. The order of the
+            mini-batches is the loader's own: ``data.load(..., seed=s)`` seeds it.
         device: e.g. ``"cuda"``; default: where the model is.
         progress: show a tqdm progress bar per epoch.
         checkpoint: a file to save model and optimizer state to after every epoch (written atomically, so an

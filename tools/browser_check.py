@@ -73,9 +73,11 @@ def main() -> int:
                 page.screenshot(path=str(shots / (html.stem + ".png")), full_page=False)
                 continue
             page.wait_for_timeout(500)
-            n_sliders = page.locator(".noUi-handle:visible").count()
+            # Only sliders of precomputed stacks work without a kernel; live sliders (interact) are skipped.
+            stacked = page.locator(".widget-vbox:has([class*='qpsnn-stack-']) .noUi-handle:visible")
+            n_sliders = stacked.count()
             for k in range(n_sliders):
-                handle = page.locator(".noUi-handle:visible").nth(k)
+                handle = stacked.nth(k)
                 handle.scroll_into_view_if_needed()
                 handle.focus()
                 page.keyboard.press("Home")
