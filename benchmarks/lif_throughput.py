@@ -184,9 +184,9 @@ def copy_bandwidth(numel: int, repeats: int = 15) -> float:
     torch.set_num_threads(1)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.thread_time()  # this thread's CPU time: robust to waiting for a core on a busy machine
         target.copy_(source)
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     torch.set_num_threads(threads)
     return 2 * 4 * numel / min(times)
 
@@ -210,9 +210,9 @@ def kernel_times(x, grad, repeats: int = 15):
         kernel(*before, 0, neurons_per_step, *after)  # touch the output pages once
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.thread_time()
             kernel(*before, 0, neurons_per_step, *after)
-            times.append(time.perf_counter() - start)
+            times.append(time.thread_time() - start)
         results.append(min(times))
     return tuple(results)
 
@@ -222,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 shapes, 3 repeats")
     parser.add_argument("--all", action="store_true", help="the full grid of 24 shapes (slow)")
+    parser.add_argument("--shapes", nargs="+", metavar="TxBxCxH", help="shapes to run instead, e.g. 4x64x128x16")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation (default 7)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -235,6 +236,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else ALL_SHAPES if args.all else DEFAULT_SHAPES
+    if args.shapes:
+        shapes = [tuple(int(size) for size in shape.lower().split("x")) for shape in args.shapes]
     repeats = args.repeats or (3 if args.quick else 7)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
