@@ -1663,7 +1663,7 @@ CH06 = [
 
         def summary(criterion, ratio, stage):
             values = 100 * np.array([accuracy[seed, criterion, ratio][stage] for seed in SEEDS])
-            return values.mean(), values.std(ddof=1)
+            return float(values.mean()), float(values.std(ddof=1))
 
 
         dense_mean = 100 * np.mean(list(dense.values()))
@@ -1789,20 +1789,32 @@ CH06 = [
 
 
         def render(ratio, criterion):
-            fig = plots.figure(10, 2.7)
-            ax_bars, ax_kept, ax_acc = fig.subplots(1, 3, width_ratios=[1, 1.7, 1.3])
+            fig = plots.figure(8, 4.2)
+            grid_spec = fig.add_gridspec(2, 2, height_ratios=[1.25, 1], width_ratios=[1, 1.3])
+            ax_bars, ax_acc = fig.add_subplot(grid_spec[0, 0]), fig.add_subplot(grid_spec[0, 1])
+            ax_kept = fig.add_subplot(grid_spec[1, :])
             kept = kept_channels[criterion, ratio]
             counts = [len(kept[name]) for name in names]
             x = np.arange(len(names))
             ax_bars.bar(x, totals, color="0.88", label="removed")
             ax_bars.bar(x, counts, color=color(criterion), label="kept")
             for i, count in enumerate(counts):
-                ax_bars.text(i, count + 1, str(count), ha="center", fontsize=7)
-            ax_bars.set_xticks(x, [short(name) for name in names], fontsize=7)
-            ax_bars.set_ylabel("channels")
-            ax_bars.set_ylim(0, width + 8)
-            ax_bars.legend(fontsize=6, loc="upper left")
-            ax_bars.set_title("channels per layer", fontsize=8)
+                ax_bars.text(i, count + 1, str(count), ha="center", fontsize=8)
+            ax_bars.set_xticks(x, [short(name) for name in names], fontsize=8)
+            ax_bars.set_ylabel("channels", fontsize=9)
+            ax_bars.set_ylim(0, width + 10)
+            ax_bars.legend(fontsize=7, loc="upper left")
+            ax_bars.set_title("channels per layer", fontsize=9)
+
+            for k, other in enumerate(CRITERIA):
+                mean, std = summary(other, ratio, 1)
+                ax_acc.bar(k, mean, yerr=std, capsize=2, color=color(other), alpha=1 if other == criterion else 0.3)
+            ax_acc.axhline(dense_mean, color="0.3", ls="--", lw=1, label="dense")
+            ax_acc.set_xticks(range(len(CRITERIA)), [c.replace("_", " ") for c in CRITERIA], fontsize=8)
+            ax_acc.set_ylim(0, 100)
+            ax_acc.set_ylabel("test accuracy (%)", fontsize=9)
+            ax_acc.legend(fontsize=7, loc="lower right")
+            ax_acc.set_title("after the fine-tune, mean $\\pm$ std over 3 seeds", fontsize=9)
 
             grid = np.full((len(names), width), np.nan)
             for i, name in enumerate(names):
@@ -1812,25 +1824,16 @@ CH06 = [
             cmap.set_bad("white")
             ax_kept.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1,
                            interpolation="nearest")
-            ax_kept.set_yticks(range(len(names)), [short(name) for name in names], fontsize=7)
-            ax_kept.set_xlabel("channel index", fontsize=8)
-            ax_kept.set_title(f"channels {criterion} keeps (seed 0)", fontsize=8)
-
-            for k, other in enumerate(CRITERIA):
-                mean, std = summary(other, ratio, 1)
-                ax_acc.bar(k, mean, yerr=std, capsize=2, color=color(other), alpha=1 if other == criterion else 0.3)
-            ax_acc.axhline(dense_mean, color="0.3", ls="--", lw=1)
-            ax_acc.set_xticks(range(len(CRITERIA)), [c.replace("_", "\n") for c in CRITERIA], fontsize=6)
-            ax_acc.set_ylim(0, 100)
-            ax_acc.set_ylabel("accuracy (%)", fontsize=8)
-            ax_acc.set_title("after fine-tune, 3 seeds", fontsize=8)
+            ax_kept.set_yticks(range(len(names)), [short(name) for name in names], fontsize=8)
+            ax_kept.set_xlabel("channel index (coloured: kept)", fontsize=9)
+            ax_kept.set_title(f"which channels {criterion} keeps (seed 0)", fontsize=9)
             mean, std = summary(criterion, ratio, 1)
             fig.suptitle(f"r = {ratio}, {criterion}: {sizes_kb[ratio]:.1f} kB ({100 * sizes_kb[ratio] / sizes_kb[0.0]:.0f} %"
-                         f" of the dense {sizes_kb[0.0]:.1f} kB), accuracy {mean:.1f} $\\pm$ {std:.1f} %", fontsize=9)
+                         f" of the dense {sizes_kb[0.0]:.1f} kB), accuracy {mean:.1f} $\\pm$ {std:.1f} %", fontsize=10)
             return fig
 
 
-        explorer = widgets.grid_stack({"prune ratio": RATIOS, "criterion": CRITERIA}, render, dpi=60)
+        explorer = widgets.grid_stack({"prune ratio": RATIOS, "criterion": CRITERIA}, render, dpi=66)
         display(explorer)
         '''
     ),

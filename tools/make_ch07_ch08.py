@@ -422,11 +422,12 @@ CH07 = [
         ax.set_xlabel("epoch (training, then fine-tuning)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.legend(loc="lower left", bbox_to_anchor=(0.12, 0.02), fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=7, frameon=False)
         ax.set_title(f"Pruning {100 * config.ratio:.0f} % of the channels drops accuracy to {100 * accuracy_pruned:.0f} %; "
                      f"{len(history_finetune.epoch)} epochs of fine-tuning recover "
                      f"{100 * history_finetune.final_accuracy:.1f} %",
                      fontsize=10)
+        fig.tight_layout()
         plt.show()
         '''
     ),
