@@ -1912,10 +1912,11 @@ CH08 = [
         Here the fused LIF was {glue:text}`ch08_fused_ratio:.1f` times faster than the readable loop on this shape. The
         ratio varies with the shape, $T$, the machine and its load; it grows with $T$, since the readable loop's backward
         pass costs more per step the longer the sequence. In a whole training step the convolutions take most of the
-        remaining time, so the gain per epoch is smaller than this ratio. `benchmarks/lif_throughput.py` measures the
-        LIF over several shapes against SpikingJelly and snnTorch (with the same neuron settings, after checking that
-        all fire the same spikes), and `benchmarks/train_step.py` a whole training step; run them from the repository
-        root, their docstrings say how.
+        remaining time, so the gain per epoch is smaller than this ratio. For the full picture, see
+        `benchmarks/README.md` in the repository: it compares the fused and the readable LIF with SpikingJelly and
+        snnTorch (throughput and peak memory over several shapes, with the same neuron settings, after checking that
+        all fire the same spikes) and times a whole training step, with the commands to rerun every figure on your
+        machine (for example `python benchmarks/lif_throughput.py --threads 1 --clock cpu`).
 
         One more knob matters on a CPU: threads. On a machine shared with other jobs, PyTorch's default of one thread
         per core can be many times slower than one thread, because every parallel operation waits for its slowest
