@@ -1,61 +1,25 @@
 """Write book/01_lif_neurons.ipynb and book/02_training_snns.ipynb from the cell lists below.
 
-The two chapters are authored here as Python lists of cells, so that prose and code are easy to edit and review.
-Code cells are raw strings: what you read here is exactly what the notebook holds. Keep code and printed lines within
-76 characters, the width the rendered page shows without scrolling.
+The two chapters are authored here as Python lists of cells, with the helpers of tools/nbgen.py. Keep code and printed
+lines within 76 characters, the width the rendered page shows without scrolling.
 
     python tools/make_ch01_ch02.py            # both chapters (or: 01, 02)
     bash tools/execute_notebooks.sh book/01_lif_neurons.ipynb book/02_training_snns.ipynb
-
-Cell tags go in ``cell.metadata["tags"]`` (``nbval-check-output``, ``nbval-skip``, ``hide-input``).
 """
 from __future__ import annotations
 
 import sys
-import textwrap
+from functools import partial
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/, where nbgen.py is, however this file is loaded
 
-ROOT = Path(__file__).resolve().parent.parent
-COLAB = "https://colab.research.google.com/github/qpsnn-lite/qpsnn-lite/blob/main/book/"
+import nbgen  # noqa: E402
+from nbgen import INSTALL, colab_badge, md, write_chapters  # noqa: E402
+
 WIDTH = 76  # characters of code the rendered page shows without a scroll bar
-
-
-def md(text: str, tags: list[str] | None = None):
-    cell = new_markdown_cell(textwrap.dedent(text).strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def code(*parts: str, tags: list[str] | None = None):
-    """A code cell; several parts are dedented separately and joined by a blank line."""
-    source = "\n\n".join(textwrap.dedent(part).strip("\n") for part in parts)
-    for line in source.splitlines():
-        if len(line) > WIDTH:
-            print(f"warning: code line of {len(line)} characters: {line.strip()[:60]}", file=sys.stderr)
-    cell = new_code_cell(source)
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def colab_badge(name: str) -> str:
-    return (
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"({COLAB}{name})"
-    )
-
-
-INSTALL = r'''
-import sys
-if "google.colab" in sys.modules:  # on Colab: install the book's package
-    import subprocess
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/qpsnn-lite/qpsnn-lite"], check=True)
-'''
+code = partial(nbgen.code, width=WIDTH)  # cells that warn about lines wider than the page
+setup_cell = partial(nbgen.setup_cell, width=WIDTH)
 
 GLUE = r'''
 try:
@@ -71,6 +35,9 @@ torch.manual_seed(0)
 plt.rcParams.update({"figure.dpi": 80, "axes.spines.top": False,
                      "axes.spines.right": False})
 '''
+
+# What follows the imports in the setup cell of both chapters (see nbgen.setup_cell).
+SETUP_SNIPPETS = (GLUE, SETUP)
 
 # ======================================================================================================================
 # Chapter 01 · LIF neurons
@@ -99,10 +66,9 @@ CH01 = [
         `qpsnn_lite` package; anywhere else it does nothing. The chapter runs in seconds on a laptop CPU.
         """
     ),
-    code(INSTALL, tags=["nbval-skip"]),
-    code(
+    INSTALL,
+    setup_cell(
         r'''
-        %config InlineBackend.figure_format = "png"
         import math
 
         import ipywidgets as w
@@ -113,8 +79,7 @@ CH01 = [
         from qpsnn_lite import neurons, plots, widgets
         from qpsnn_lite.plots import color
         ''',
-        GLUE,
-        SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -735,10 +700,9 @@ CH02 = [
         included, takes about a minute on a laptop CPU.
         """
     ),
-    code(INSTALL, tags=["nbval-skip"]),
-    code(
+    INSTALL,
+    setup_cell(
         r'''
-        %config InlineBackend.figure_format = "png"
         import time
 
         import matplotlib.pyplot as plt
@@ -748,8 +712,7 @@ CH02 = [
         from qpsnn_lite import data, models, neurons, plots, train
         from qpsnn_lite.plots import color
         ''',
-        GLUE,
-        SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -1506,24 +1469,11 @@ CH02 = [
 ]
 
 
-def write(cells, name: str) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nbformat.validate(nb)
-    path = ROOT / "book" / name
-    nbformat.write(nb, path)
-    return path
-
-
 CHAPTERS = {"01": (CH01, "01_lif_neurons.ipynb"), "02": (CH02, "02_training_snns.ipynb")}
 
 
 def main(argv: list[str]) -> int:
-    for key in argv or list(CHAPTERS):
-        cells, name = CHAPTERS[key]
-        print("wrote", write(cells, name).relative_to(ROOT), "(outputs cleared: execute it next)")
-    return 0
+    return write_chapters(CHAPTERS, argv, note="(outputs cleared: execute it next)")
 
 
 if __name__ == "__main__":

@@ -1,72 +1,22 @@
 """Write book/03_uniform_quantization.ipynb and book/04_rescaw.ipynb from the cell lists below.
 
-The chapters are authored here as Python lists of cells, so that prose and code are easy to edit and review.
+The chapters are authored here as Python lists of cells, with the helpers of tools/nbgen.py.
 Usage (then execute the notebooks to store their outputs):
 
     python tools/make_ch03_ch04.py
     bash tools/execute_notebooks.sh book/03_uniform_quantization.ipynb book/04_rescaw.ipynb
-
-Cell tags go in ``cell.metadata["tags"]`` (``nbval-check-output``, ``nbval-skip``, ``hide-input``).
 """
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/, where nbgen.py is, however this file is loaded
 
-ROOT = Path(__file__).resolve().parent.parent
-REPO_URL = "github/qpsnn-lite/qpsnn-lite/blob/main"
+from nbgen import GLUE_IMPORT, INSTALL, PLOT_SETUP, code, colab_badge, md, setup_cell, write_chapters  # noqa: E402
 
-
-def md(text: str, tags: list[str] | None = None):
-    cell = new_markdown_cell(textwrap.dedent(text).strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def code(*parts: str, tags: list[str] | None = None):
-    """A code cell; several parts are dedented separately and joined (to splice in shared snippets)."""
-    cell = new_code_cell("\n\n".join(textwrap.dedent(part).strip("\n") for part in parts))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def colab_badge(name: str) -> str:
-    return (
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"(https://colab.research.google.com/{REPO_URL}/book/{name})"
-    )
-
-
-INSTALL = code(
-    '''
-    import sys
-    if "google.colab" in sys.modules:  # on Colab: install the book's package
-        import subprocess
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                        "git+https://github.com/qpsnn-lite/qpsnn-lite"], check=True)
-    ''',
-    tags=["nbval-skip"],
-)
-
-GLUE_IMPORT = '''
-try:
-    from myst_nb import glue  # stores a value for the rendered book's {glue:text} roles
-except ImportError:  # e.g. on Colab, where the book's build tools are not installed
-    def glue(name, value, display=True):
-        if display:
-            print(f"{name} = {value}")
-'''
-
-PLOT_SETUP = '''
-torch.manual_seed(0)
-plt.rcParams.update({"figure.dpi": 80, "axes.spines.top": False, "axes.spines.right": False})
-'''
+# What follows the imports in the setup cell of both chapters (see nbgen.setup_cell).
+SETUP_SNIPPETS = (GLUE_IMPORT, PLOT_SETUP)
 
 # The vanilla quantizer of Eq. 4-5, written once here and spliced into both chapters (chapter 04 reuses it).
 QUANTIZE_BY_HAND = r'''
@@ -110,9 +60,8 @@ CH03 = [
         """.replace("BADGE", colab_badge("03_uniform_quantization.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import time
         from fractions import Fraction
 
@@ -124,8 +73,7 @@ CH03 = [
         from qpsnn_lite import data, metrics, models, plots, quant, train, widgets
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -828,9 +776,8 @@ CH04 = [
         """.replace("BADGE", colab_badge("04_rescaw.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import copy
         import math
         import time
@@ -844,8 +791,7 @@ CH04 = [
         from qpsnn_lite import data, models, plots, quant, train, widgets
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -1631,20 +1577,11 @@ CH04 = [
 ]
 
 
-def write(cells: list, name: str) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    path = ROOT / "book" / name
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    return path
+CHAPTERS = {"03": (CH03, "03_uniform_quantization.ipynb"), "04": (CH04, "04_rescaw.ipynb")}
 
 
 def main() -> int:
-    for cells, name in ((CH03, "03_uniform_quantization.ipynb"), (CH04, "04_rescaw.ipynb")):
-        print("wrote", write(cells, name).relative_to(ROOT))
-    return 0
+    return write_chapters(CHAPTERS)  # always both chapters
 
 
 if __name__ == "__main__":

@@ -1,73 +1,25 @@
 """Write book/05_structured_pruning.ipynb and book/06_svs.ipynb from the cell lists below.
 
-The chapters are authored here as Python lists of cells, so that prose and code are easy to edit and review.
+The chapters are authored here as Python lists of cells, with the helpers of tools/nbgen.py.
 Usage (then execute the notebooks to store their outputs):
 
     python tools/make_ch05_ch06.py
     bash tools/execute_notebooks.sh book/05_structured_pruning.ipynb book/06_svs.ipynb
-
-Cell tags go in ``cell.metadata["tags"]`` (``nbval-check-output``, ``nbval-skip``, ``hide-input``).
 """
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/, where nbgen.py is, however this file is loaded
 
-ROOT = Path(__file__).resolve().parent.parent
-REPO_URL = "github/qpsnn-lite/qpsnn-lite/blob/main"
+import nbgen  # noqa: E402
+from nbgen import GLUE_IMPORT, INSTALL, code, colab_badge, md, setup_cell, write_chapters  # noqa: E402
 
+PLOT_SETUP = nbgen.PLOT_SETUP + "CHAPTER_START = time.perf_counter()\n"
 
-def md(text: str, tags: list[str] | None = None):
-    cell = new_markdown_cell(textwrap.dedent(text).strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def code(*parts: str, tags: list[str] | None = None):
-    """A code cell; several parts are dedented separately and joined (to splice in shared snippets)."""
-    cell = new_code_cell("\n\n".join(textwrap.dedent(part).strip("\n") for part in parts))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def colab_badge(name: str) -> str:
-    return (
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"(https://colab.research.google.com/{REPO_URL}/book/{name})"
-    )
-
-
-INSTALL = code(
-    '''
-    import sys
-    if "google.colab" in sys.modules:  # on Colab: install the book's package
-        import subprocess
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                        "git+https://github.com/qpsnn-lite/qpsnn-lite"], check=True)
-    ''',
-    tags=["nbval-skip"],
-)
-
-GLUE_IMPORT = '''
-try:
-    from myst_nb import glue  # stores a value for the rendered book's {glue:text} roles
-except ImportError:  # e.g. on Colab, where the book's build tools are not installed
-    def glue(name, value, display=True):
-        if display:
-            print(f"{name} = {value}")
-'''
-
-PLOT_SETUP = '''
-torch.manual_seed(0)
-plt.rcParams.update({"figure.dpi": 80, "axes.spines.top": False, "axes.spines.right": False})
-CHAPTER_START = time.perf_counter()
-'''
+# What follows the imports in the setup cell of both chapters (see nbgen.setup_cell).
+SETUP_SNIPPETS = (GLUE_IMPORT, PLOT_SETUP)
 
 # The training recipe of both chapters: the 4-bit ReScaW digits CNN on 16 x 16 digits. Chapter 06 trains the same
 # model for seed 0, so both chapters prune the same network.
@@ -156,9 +108,8 @@ CH05 = [
         """.replace("BADGE", colab_badge("05_structured_pruning.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import itertools
         import time
 
@@ -171,8 +122,7 @@ CH05 = [
         from qpsnn_lite import data, metrics, models, neurons, prune, quant, train
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -1082,9 +1032,8 @@ CH06 = [
         """.replace("BADGE", colab_badge("06_svs.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import itertools
         import time
 
@@ -1098,8 +1047,7 @@ CH06 = [
         from qpsnn_lite import data, metrics, models, plots, prune, train, widgets
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -2050,24 +1998,11 @@ CH06 = [
 ]
 
 
-def write(cells: list, name: str) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    path = ROOT / "book" / name
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    return path
+CHAPTERS = {"05": (CH05, "05_structured_pruning.ipynb"), "06": (CH06, "06_svs.ipynb")}
 
 
 def main(argv: list[str]) -> int:
-    targets = {"05": (CH05, "05_structured_pruning.ipynb"), "06": (CH06, "06_svs.ipynb")}
-    chosen = argv or list(targets)
-    for key in chosen:
-        cells, name = targets[key]
-        if cells:
-            print("wrote", write(cells, name).relative_to(ROOT))
-    return 0
+    return write_chapters(CHAPTERS, argv)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,24 @@
 """Write book/07_qpsnn_pipeline.ipynb and book/08_efficiency_deployment.ipynb from the cell lists below.
 
-The chapters are authored here as Python lists of cells, so that prose and code are easy to edit and review.
+The chapters are authored here as Python lists of cells, with the helpers of tools/nbgen.py.
 Usage (then execute the notebooks to store their outputs):
 
     python tools/make_ch07_ch08.py
     bash tools/execute_notebooks.sh book/07_qpsnn_pipeline.ipynb book/08_efficiency_deployment.ipynb
-
-Cell tags go in ``cell.metadata["tags"]`` (``nbval-check-output``, ``nbval-skip``, ``hide-input``).
 """
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/, where nbgen.py is, however this file is loaded
 
-ROOT = Path(__file__).resolve().parent.parent
-REPO_URL = "github/qpsnn-lite/qpsnn-lite/blob/main"
+import nbgen  # noqa: E402
+from nbgen import INSTALL, PLOT_SETUP, code, colab_badge, md, setup_cell, write_chapters  # noqa: E402
 
 # The book's budget for chapters 07 and 08, spliced into code and into the command lines shown in markdown, so the
 # two never disagree. The paper trains 300 epochs and fine-tunes 150 (Table 8).
 T_BOOK, EPOCHS_BOOK, FINETUNE_BOOK = 2, 6, 3
-
-
-def md(text: str, tags: list[str] | None = None):
-    cell = new_markdown_cell(textwrap.dedent(text).strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def code(*parts: str, tags: list[str] | None = None):
-    """A code cell; several parts are dedented separately and joined (to splice in shared snippets)."""
-    cell = new_code_cell("\n\n".join(textwrap.dedent(part).strip("\n") for part in parts))
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def colab_badge(name: str) -> str:
-    return (
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"(https://colab.research.google.com/{REPO_URL}/book/{name})"
-    )
 
 
 def budget(text: str) -> str:
@@ -53,34 +27,11 @@ def budget(text: str) -> str:
         "FINETUNE_BOOK", str(FINETUNE_BOOK))
 
 
-INSTALL = code(
-    '''
-    import sys
-    if "google.colab" in sys.modules:  # on Colab: install the book's package
-        import subprocess
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                        "git+https://github.com/qpsnn-lite/qpsnn-lite"], check=True)
-    ''',
-    tags=["nbval-skip"],
-)
-
-GLUE_IMPORT = '''
-try:
-    from myst_nb import glue  # stores a value for the rendered book's {glue:text} roles
-except ImportError:  # e.g. on Colab, where the book's build tools are not installed
-    def glue(name, value, display=True):
-        if display:
-            print(f"{name} = {value}")
-
+GLUE_IMPORT = nbgen.GLUE_IMPORT + '''
 
 def glue_words(name, text):
     """Glue a phrase (rendered with {glue:md}) whose wording depends on a measured result."""
     glue(name, Markdown(text), display=False)
-'''
-
-PLOT_SETUP = '''
-torch.manual_seed(0)
-plt.rcParams.update({"figure.dpi": 80, "axes.spines.top": False, "axes.spines.right": False})
 '''
 
 CLOCK = '''
@@ -92,6 +43,9 @@ def clock():
 CHAPTER_START = clock()
 COST = {}  # section -> [wall seconds, CPU seconds]
 '''
+
+# What follows the imports in the setup cell of both chapters (see nbgen.setup_cell).
+SETUP_SNIPPETS = (GLUE_IMPORT, PLOT_SETUP, CLOCK)
 
 SETTING_CODE = f'''
 SETTING = dict(T={T_BOOK}, epochs={EPOCHS_BOOK}, finetune_epochs={FINETUNE_BOOK})   # the book's budget (the paper: 300 + 150)
@@ -146,9 +100,8 @@ CH07 = [
         """.replace("BADGE", colab_badge("07_qpsnn_pipeline.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import os
         import statistics
         import time
@@ -161,9 +114,7 @@ CH07 = [
         from qpsnn_lite import data, metrics, models, pipeline, plots, prune, quant, train, widgets
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
-        CLOCK,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -1193,9 +1144,8 @@ CH08 = [
         """.replace("BADGE", colab_badge("08_efficiency_deployment.ipynb"))
     ),
     INSTALL,
-    code(
+    setup_cell(
         '''
-        %config InlineBackend.figure_format = "png"
         import os
         import shutil
         import statistics
@@ -1213,9 +1163,7 @@ CH08 = [
         from qpsnn_lite import data, export, fused, metrics, models, neurons, pipeline, prune, train
         from qpsnn_lite.plots import color
         ''',
-        GLUE_IMPORT,
-        PLOT_SETUP,
-        CLOCK,
+        *SETUP_SNIPPETS,
     ),
     md(
         r"""
@@ -2103,25 +2051,11 @@ CH08 = [
 ]
 
 
-def write(cells: list, name: str) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    path = ROOT / "book" / name
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    return path
+CHAPTERS = {"07": (CH07, "07_qpsnn_pipeline.ipynb"), "08": (CH08, "08_efficiency_deployment.ipynb")}
 
 
 def main() -> int:
-    chapters = {"07": (CH07, "07_qpsnn_pipeline.ipynb")}
-    if "CH08" in globals():
-        chapters["08"] = (CH08, "08_efficiency_deployment.ipynb")
-    wanted = sys.argv[1:] or list(chapters)
-    for key in wanted:
-        cells, name = chapters[key]
-        print("wrote", write(cells, name).relative_to(ROOT))
-    return 0
+    return write_chapters(CHAPTERS, sys.argv[1:])
 
 
 if __name__ == "__main__":
