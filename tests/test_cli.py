@@ -12,14 +12,7 @@ from qpsnn_lite import pipeline
 from qpsnn_lite.__main__ import build_parser, main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and on a busy machine torch's worker threads wait for each other
-    (runs several times slower); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TINY = ["--epochs", "1", "--finetune-epochs", "1", "--channels", "4,8,8,8", "--T", "1", "--image-size", "8",
         "--batch-size", "256", "--score-batches", "1", "--quiet"]

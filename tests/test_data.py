@@ -17,13 +17,7 @@ DIGITS_TOTAL, DIGITS_TEST = 1797, 360  # 20 % of 1797, rounded up by scikit-lear
 DIGITS_TRAIN = DIGITS_TOTAL - DIGITS_TEST
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: two intra-op threads only add contention on a loaded 2-core runner.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -11,14 +11,7 @@ from qpsnn_lite import metrics, models, neurons
 from qpsnn_lite.models import SpikingConvBlock, SpikingFeatures, SpikingNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and on a busy machine torch's worker threads wait for each other
-    (runs several times slower); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 T = 4
 

@@ -14,14 +14,7 @@ from torch import nn
 from qpsnn_lite import export, metrics, models, prune, quant
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and on a busy machine torch's worker threads wait for each other
-    (runs several times slower); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _settle_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:

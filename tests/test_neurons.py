@@ -22,13 +22,7 @@ from qpsnn_lite import neurons
 from qpsnn_lite.neurons import LIF, lif_multistep, lif_multistep_state
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: two intra-op threads only add contention on a loaded 2-core runner.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TAUS = (0.25, 0.5, 1.0)
 THRESHOLDS = (0.5, 1.0, 2.0)

@@ -11,14 +11,7 @@ from torch import nn
 from qpsnn_lite import data, export, metrics, models, pipeline, prune, quant, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and on a busy machine torch's worker threads wait for each other
-    (runs several times slower); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # A run of a few seconds: tiny widths, one time step, 8x8 digits, large batches, one epoch per stage.
 TINY = dict(epochs=1, finetune_epochs=1, channels=(4, 8, 8, 8), T=1, image_size=8, batch_size=256, score_batches=1)

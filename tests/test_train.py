@@ -12,13 +12,7 @@ LR = 1e-2  # Adam; 3 epochs of 8 batches is enough to lower the loss of the tiny
 FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions: two intra-op threads only add contention on a 2-core runner (measured 50x slower under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
