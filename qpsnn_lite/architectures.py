@@ -294,6 +294,44 @@ def _vgg_features(
     return features, widths
 
 
+def _build_vgg(
+    net: SpikingNet,
+    name: str,
+    cfg: Sequence,
+    multiple: int,
+    num_classes: int,
+    bits: int | None,
+    gamma: str | None,
+    in_channels: int,
+    image_size: int,
+    prune_config: str | None,
+    lif_kwargs: dict | None,
+    quant_kwargs: dict,
+) -> None:
+    """The body of :class:`VGG16` and :class:`VGGSNN` ``__init__`` (after ``SpikingNet.__init__``): check the
+    arguments, then build ``features`` from ``cfg``, AvgPool2d(2), flatten and the Linear ``classifier`` for an
+    ``image_size`` that the pooling divides by ``multiple``, and initialise the weights."""
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("in_channels", in_channels)
+    _check_image_size(name, image_size, multiple)
+    _check_config(prune_config)
+    _check_quant_kwargs(name, quant_kwargs)
+    net.input_channels = in_channels
+    net.image_size = image_size
+    net.prune_config = prune_config
+    n_convs = sum(item != M for item in cfg)
+    ratios = [0.0] * n_convs if prune_config is None else prune_ratios(name, num_classes, prune_config)
+    net.prune_ratios = ratios
+    net.features, net.conv_widths = _vgg_features(
+        cfg, in_channels, ratios, dict(bits=bits, gamma=gamma, **quant_kwargs), lif_kwargs
+    )
+    net.features.add_module("avgpool", nn.AvgPool2d(2))
+    net.features.add_module("flatten", nn.Flatten())
+    side = image_size // multiple
+    net.classifier = nn.Linear(net.conv_widths[-1] * side * side, num_classes)
+    _init_vgg(net)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # VGG-16 and VGGSNN
 # ------------------------------------------------------------------------------------------------------------------
@@ -332,25 +370,8 @@ class VGG16(_FixedInputSize, SpikingNet):
         **quant_kwargs,
     ) -> None:
         super().__init__(T)
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("in_channels", in_channels)
-        _check_image_size("vgg16", image_size, 32)
-        _check_config(prune_config)
-        _check_quant_kwargs("vgg16", quant_kwargs)
-        self.input_channels = in_channels
-        self.image_size = image_size
-        self.prune_config = prune_config
-        n_convs = sum(item != M for item in VGG16_CFG)
-        ratios = [0.0] * n_convs if prune_config is None else prune_ratios("vgg16", num_classes, prune_config)
-        self.prune_ratios = ratios
-        self.features, self.conv_widths = _vgg_features(
-            VGG16_CFG, in_channels, ratios, dict(bits=bits, gamma=gamma, **quant_kwargs), lif_kwargs
-        )
-        self.features.add_module("avgpool", nn.AvgPool2d(2))
-        self.features.add_module("flatten", nn.Flatten())
-        side = image_size // 32
-        self.classifier = nn.Linear(self.conv_widths[-1] * side * side, num_classes)
-        _init_vgg(self)
+        _build_vgg(self, "vgg16", VGG16_CFG, 32, num_classes, bits, gamma, in_channels, image_size, prune_config,
+                   lif_kwargs, quant_kwargs)
 
 
 class VGGSNN(_FixedInputSize, SpikingNet):
@@ -377,25 +398,8 @@ class VGGSNN(_FixedInputSize, SpikingNet):
         **quant_kwargs,
     ) -> None:
         super().__init__(T)
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("in_channels", in_channels)
-        _check_image_size("vggsnn", image_size, 16)
-        _check_config(prune_config)
-        _check_quant_kwargs("vggsnn", quant_kwargs)
-        self.input_channels = in_channels
-        self.image_size = image_size
-        self.prune_config = prune_config
-        n_convs = sum(item != M for item in VGGSNN_CFG)
-        ratios = [0.0] * n_convs if prune_config is None else prune_ratios("vggsnn", num_classes, prune_config)
-        self.prune_ratios = ratios
-        self.features, self.conv_widths = _vgg_features(
-            VGGSNN_CFG, in_channels, ratios, dict(bits=bits, gamma=gamma, **quant_kwargs), lif_kwargs
-        )
-        self.features.add_module("avgpool", nn.AvgPool2d(2))
-        self.features.add_module("flatten", nn.Flatten())
-        side = image_size // 16
-        self.classifier = nn.Linear(self.conv_widths[-1] * side * side, num_classes)
-        _init_vgg(self)
+        _build_vgg(self, "vggsnn", VGGSNN_CFG, 16, num_classes, bits, gamma, in_channels, image_size, prune_config,
+                   lif_kwargs, quant_kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------------

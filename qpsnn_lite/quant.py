@@ -424,6 +424,10 @@ class _QuantMixin:
         text += f", ste={self.ste!r}"
         return text + (", ste_scale=True" if self.ste_scale else "")
 
+    def extra_repr(self) -> str:
+        # super() is the layer class after this mixin (nn.Conv2d or nn.Linear): its repr, then the quantizer's.
+        return f"{super().extra_repr()}, {self._quant_repr()}"  # type: ignore[misc]
+
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     r"""A 2-D convolution whose weight is fake-quantized at every forward pass ("QConv" in the paper's Tables 9-11).
@@ -465,9 +469,6 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         # comes from the weight tensor itself.
         return self._conv_forward(x, self._quantize_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
-
 
 class QuantLinear(_QuantMixin, nn.Linear):
     r"""A linear layer whose weight is fake-quantized at every forward pass; same options as :class:`QuantConv2d`.
@@ -494,6 +495,3 @@ class QuantLinear(_QuantMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self._quantize_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
