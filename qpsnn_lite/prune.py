@@ -58,7 +58,6 @@ import copy
 import itertools
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -166,25 +165,13 @@ def _time_averaged_maps(spikes: Tensor) -> Tensor:
     return (counts / steps).reshape(batch * channels, height, width)
 
 
-def _svdvals_parallel(maps: Tensor) -> Tensor:
-    """``torch.linalg.svdvals`` of ``[N, H, W]``. On a CPU the batched call decomposes one matrix after the other on
-    one core, so large batches are split into one chunk per PyTorch thread, each decomposed in its own Python thread
-    (LAPACK releases the GIL). Each matrix goes through the same LAPACK routine either way: the values are identical
-    to the single call's."""
-    workers = torch.get_num_threads()
-    if maps.device.type != "cpu" or workers < 2 or maps.shape[0] < 256:
-        return torch.linalg.svdvals(maps)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return torch.cat(list(pool.map(torch.linalg.svdvals, maps.chunk(workers))))
-
-
 def _singular_values(maps: Tensor) -> Tensor:
-    """Singular values of every ``[H, W]`` map of ``[N, H, W]``, batched (see :func:`_svdvals_parallel`). All-zero
-    maps (frequent in sparse layers) are skipped: their singular values are exactly 0."""
+    """Singular values of every ``[H, W]`` map of ``[N, H, W]``, in one batched call. All-zero maps (frequent in
+    sparse layers) are skipped: their singular values are exactly 0."""
     values = maps.new_zeros(maps.shape[0], min(maps.shape[-2:]))
     nonzero = maps.flatten(1).any(1)
     if nonzero.any():
-        values[nonzero] = _svdvals_parallel(maps[nonzero])
+        values[nonzero] = torch.linalg.svdvals(maps[nonzero])
     return values
 
 

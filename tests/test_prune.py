@@ -135,22 +135,6 @@ def test_svs_oracle_property(T, B, C, H, W, rate, seed):
     np.testing.assert_array_equal(prune.svs_score(spikes).numpy(), svs_oracle(spikes))
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_svs_large_batches_split_over_threads_match_the_oracle(threads):
-    """>= 256 maps take the threaded path when torch has several threads: same ranks as the per-map oracle, and
-    singular values bit-identical to one batched svdvals call."""
-    generator = torch.Generator().manual_seed(threads)
-    spikes = (torch.rand(3, 40, 9, 6, 5, generator=generator) < 0.3).float()  # 360 maps
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        np.testing.assert_array_equal(prune.svs_score(spikes).numpy(), svs_oracle(spikes))
-        maps = prune._time_averaged_maps(spikes)
-        assert torch.equal(prune._svdvals_parallel(maps), torch.linalg.svdvals(maps))
-    finally:
-        torch.set_num_threads(previous)
-
-
 def test_svs_low_rank_maps_have_their_rank():
     """Hand-made maps with a known rank, at low rank so the count is not just min(H, W)."""
     H, W = 6, 8
