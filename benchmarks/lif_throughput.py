@@ -272,7 +272,8 @@ def main() -> None:
     print_summary(rows)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"threads": torch.get_num_threads(), "clock": args.clock, "thp": args.thp, "rows": rows}, handle,
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
+                       "thp": args.thp, "load_average_end": os.getloadavg()[0], "rows": rows}, handle,
                       indent=1)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 

@@ -4,8 +4,9 @@ For each network, one mini-batch is run through the model once with hooks that k
 prunable layer. Then three things are timed, interleaved (one repetition of each in turn, after a warm-up), and the
 median over repetitions is reported:
 
-  batched  prune.svs_score on every layer: time-average, then ONE torch.linalg.svdvals call (float64) over all
-           B*C maps of a layer, count the singular values above eps = 1e-6 (the package's implementation);
+  batched  prune.svs_score on every layer (the package's implementation): time-average, then ONE
+           torch.linalg.svdvals call (float64) over all B*C maps of a layer, count the singular values above
+           eps = 1e-6;
   loop     the authors' HRank-style path: torch.linalg.matrix_rank on each [H, W] map, one call per sample and
            channel (default *relative* tolerance, as their code); to keep the run short it is timed on the first
            --loop-samples samples of the batch and scaled up linearly to the whole batch (the cost per map is
@@ -23,6 +24,8 @@ Run:  python benchmarks/svs_scoring.py            (digits CNN on 16x16 digits + 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -116,9 +119,11 @@ def main() -> None:
     parser.add_argument("--loop-samples", type=int, default=4,
                         help="samples the per-map loop really runs, scaled up to --batch (default 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     loop_samples = min(args.loop_samples, args.batch)
     scale = args.batch / loop_samples
 
@@ -158,6 +163,14 @@ def main() -> None:
     for label, *_, differ, looped in rows:
         print(f"{label}: matrix_rank (relative tolerance) and the absolute eps = 1e-6 disagree on {differ} of the "
               f"{looped} maps the loop ranked.")
+    if args.json:
+        keys = ("network", "layers", "maps", "zero_share", "firing_rate", "seconds", "rank_disagreements",
+                "maps_ranked_by_loop")
+        with open(args.json, "w") as handle:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
+                       "T": args.T, "reps": args.reps, "loop_samples": loop_samples,
+                       "load_average": [load_start, os.getloadavg()[0]],
+                       "rows": [dict(zip(keys, row)) for row in rows]}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
 import sys
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time (default) or the process's CPU time (with --threads 1 on a busy machine)")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
@@ -67,6 +69,8 @@ def main() -> None:
     repeats = 3 if args.quick else 7
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, load average "
           f"{os.getloadavg()[0]:.1f}; fused LIF: {fused.native_status()}")
+    load_start = os.getloadavg()[0]
+    rows = []
     print("| model | backend | ms / step | images/s | peak MB, forward + backward | fused speed-up |")
     print("|---|---|---|---|---|---|")
     for name, model, images, labels in make_cases():
@@ -102,7 +106,14 @@ def main() -> None:
             speedup = medians["reference"] / medians[backend]
             print(f"| {name} | {backend} | {medians[backend] * 1e3:.0f} | {len(images) / medians[backend]:.0f} | "
                   f"{peak / 2**20:.0f} | {speedup:.2f}x |")
+            rows.append({"model": name, "backend": backend, "seconds": medians[backend],
+                         "images_per_s": len(images) / medians[backend], "peak_bytes": peak, "speedup": speedup})
         print(f"| {name} | Adam's update alone (either backend) | | | {peak_bytes(optimizer.step) / 2**20:.0f} | |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
+                       "repeats": repeats, "load_average": [load_start, os.getloadavg()[0]], "rows": rows}, handle,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ class Config:
         dataset: ``"digits"`` (scikit-learn, offline), ``"mnist"``, ``"cifar10"``, ``"cifar100"``.
         image_size: the digits' side after resizing; None takes 16 for the digits (and the native size of the other
             data sets, which cannot be resized). 16 instead of the native 8 gives the SVS criterion 16x16 and 8x8
-            spike maps to rank instead of 8x8 and 4x4 (far fewer ties), for about 25 % more time per epoch.
+            spike maps to rank instead of 8x8 and 4x4 (far fewer ties); the first convolutions see 4x as many
+            pixels, so an epoch costs more (measure it on your machine: chapter 06 trains both).
         batch_size: mini-batch size (the paper: 256 on CIFAR).
         augment: the paper's CIFAR augmentation (crop, flip, AutoAugment, Cutout).
         download: let torchvision download MNIST/CIFAR (needs internet).
