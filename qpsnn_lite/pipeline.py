@@ -488,7 +488,8 @@ class Result:
         bits = f"{self.bits}-bit" if self.bits else "full precision"
         prune_by = f"config {c['prune_config']}" if c.get("prune_config") else f"ratio {c['ratio']}"
         lines = [
-            f"QP-SNN run: {c['model']} on {c['dataset']}, T={c['T'] or 'default'}, {bits}, gamma={c['gamma']}, "
+            f"QP-SNN run: {c['model']} on {c['dataset']}, T={c['T'] or self.energy.get('T', 'default')}, {bits}, "
+            f"gamma={c['gamma']}, "
             f"{c['criterion']} pruning at {prune_by}, order {c['order']}",
             "",
             f"{'':34}{'dense':>14}{'pruned':>14}",
