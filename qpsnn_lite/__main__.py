@@ -27,6 +27,8 @@ examples:
 
 Results go to --output-dir (default runs/<timestamp>): result.json, model.safetensors (integer export), accuracy.png
 and channels.png; `ablation` writes ablation.json. Flags override the preset's fields; `presets NAME` prints one.
+`run` saves a checkpoint after every epoch in DIR/checkpoints: if a long run is interrupted (a Colab session ends),
+the same command with the same --output-dir resumes it after its last finished epoch.
 """
 
 _NONE = ("none", "None", "null")
@@ -185,7 +187,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_int_type(0), default=S, help="random seed" + d("seed"))
     g.add_argument("--device", default=S, help="cpu, cuda, cuda:1, mps" + d("device"))
     g.add_argument("--output-dir", type=_optional_path, default=S, metavar="DIR",
-                   help="where to write results (default: runs/<timestamp>; 'none' writes nothing)")
+                   help="where to write results and per-epoch checkpoints (default: runs/<timestamp>; 'none' writes "
+                        "nothing); run again with the same DIR and flags to resume an interrupted run")
     g.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     g.add_argument("--threads", type=_int_type(1, what="a number of threads"), default=None, metavar="N",
                    help="CPU threads for torch (default: torch's choice; on a busy machine 1 can be much faster)")
@@ -279,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        where = Path(config.output_dir) / "checkpoints" if config.output_dir and args.command == "run" else None
+        print("\ninterrupted" + (f"; the epochs finished so far are saved in {where}: run the same command with "
+                                 f"--output-dir {config.output_dir} to resume" if where and where.exists() else ""),
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -107,7 +108,11 @@ class Config:
     Run
         seed: seeds data order, initialisation and the random criterion.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-        output_dir: write ``result.json``, ``model.safetensors`` and figures here (None: write nothing).
+        output_dir: write ``result.json``, ``model.safetensors`` and figures here (None: write nothing). With an
+            output_dir, training and fine-tuning save a checkpoint after every epoch in ``output_dir/checkpoints``;
+            running the same configuration with the same output_dir again resumes after the last finished epoch
+            (the device may differ; the mini-batch order after resuming is not the uninterrupted run's). The
+            checkpoints are deleted once the run has finished and written its results.
     """
 
     # data
@@ -393,17 +398,51 @@ def _applied_ratios(dense: dict[str, int], pruned: dict[str, int]) -> dict[str, 
     return {name: round(1 - pruned[name] / dense[name], 6) for name in dense}
 
 
-def _fit(model, loaders, config: Config, finetune: bool, progress: bool) -> train.History:
+def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpoint: Path | None = None
+         ) -> train.History:
     epochs = config.finetune_epochs if finetune else config.epochs
     generator = getattr(loaders[0], "generator", None)
     if isinstance(generator, torch.Generator):  # every stage sees the same data order, whatever ran before it
         generator.manual_seed(config.seed)
+    if checkpoint is not None and checkpoint.exists():
+        _say(progress, f"      resuming from {checkpoint} (after its last finished epoch)")
     return train.fit(
         model, loaders[0], loaders[1], epochs,
         lr=config.finetune_lr if finetune else config.lr,
         optimizer=config.finetune_optimizer if finetune else config.optimizer,
         weight_decay=config.weight_decay, seed=config.seed, device=config.device, progress=progress,
+        checkpoint=checkpoint,
     )
+
+
+# Fields that may change between an interrupted run and its resumption (where it runs, not what it computes).
+_RESUMABLE_CHANGES = ("device", "output_dir")
+
+
+def _checkpoints(config: Config) -> Path | None:
+    """The checkpoint folder of a run with ``output_dir`` (None without one), after checking that checkpoints
+    already there belong to this configuration. Writes the configuration there for the next check."""
+    if config.output_dir is None:
+        return None
+    folder = Path(config.output_dir) / "checkpoints"
+    record = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    saved = folder / "config.json"
+    if saved.exists():
+        try:
+            previous = json.loads(saved.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{saved} is unreadable ({exc}); delete the folder {folder} to start afresh") from exc
+        changed = sorted(k for k in set(record) | set(previous) if record.get(k) != previous.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {previous.get(k)!r} there, {record.get(k)!r} now" for k in changed[:4])
+            raise ValueError(
+                f"{folder} holds the checkpoints of an interrupted run with another configuration ({details}); "
+                f"choose another output_dir, run again with that configuration to resume it, or delete {folder}"
+            )
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_text(saved, json.dumps(record, indent=2))
+    return folder
 
 
 def _check_device(config: Config) -> None:
@@ -578,6 +617,7 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
         raise TypeError(f"config must be a pipeline.Config, got {type(config).__name__}")
     config.validate()
     _check_device(config)
+    checkpoints = _checkpoints(config)
     clock = _Clock()
     loaders = _loaders(config)
     clock.lap("data")
@@ -588,7 +628,8 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     _check_ratio_names(config, model)
     what = "full-precision" if pq or config.bits is None else f"{config.bits}-bit"
     _say(progress, f"[1/4] training a {what} {config.model} on {config.dataset} for {config.epochs} epochs")
-    history_train = _fit(model, loaders, config, finetune=False, progress=progress)
+    history_train = _fit(model, loaders, config, finetune=False, progress=progress,
+                         checkpoint=checkpoints / "train.pt" if checkpoints else None)
     accuracy_trained = history_train.final_accuracy
     clock.lap("train")
 
@@ -606,7 +647,8 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     history_finetune = train.History()
     accuracy_finetuned = accuracy_pruned
     if config.finetune_epochs > 0:
-        history_finetune = _fit(pruned, loaders, config, finetune=True, progress=progress)
+        history_finetune = _fit(pruned, loaders, config, finetune=True, progress=progress,
+                                checkpoint=checkpoints / "finetune.pt" if checkpoints else None)
         accuracy_finetuned = history_finetune.final_accuracy
     clock.lap("finetune")
 
@@ -642,6 +684,8 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     result.seconds = clock.seconds
     if config.output_dir is not None:
         result.save(Path(config.output_dir) / "result.json")  # again, now with the total time
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints)  # the run is complete and saved: its checkpoints are no longer needed
     _say(progress, f"done in {clock.seconds['total']:.1f} s: accuracy {100 * accuracy_finetuned:.2f}%, "
                    f"{result.size_mb_pruned:.4f} MB")
     return result

@@ -138,3 +138,14 @@ def test_parser_builds_without_running_anything():
     parser = build_parser()
     args = parser.parse_args(["run", "--bits", "2"])
     assert args.bits == 2 and not hasattr(args, "epochs")  # unset flags do not override a preset
+
+
+def test_interrupted_run_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    def interrupted_run(config, progress=True):
+        (tmp_path / "checkpoints").mkdir()  # what pipeline.run leaves after a finished epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted_run)
+    assert main(["run", "--output-dir", str(tmp_path), "--quiet"]) == 130
+    error = capsys.readouterr().err
+    assert "interrupted" in error and f"--output-dir {tmp_path} to resume" in error

@@ -167,6 +167,66 @@ def test_run_writes_json_model_and_figures(qp_run):
     assert accuracy == result.accuracy_finetuned
 
 
+def _interrupt_after_first_checkpoint(monkeypatch):
+    """Make the next train.fit stop (as if the machine went away) right after it saved its first checkpoint."""
+    real_save = train.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        monkeypatch.setattr(train, "save_checkpoint", real_save)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+
+
+def test_interrupted_run_resumes_after_its_last_epoch(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "epochs": 3}, output_dir=str(tmp_path))
+    _interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["history"]["epoch"] == [1] and not (tmp_path / "result.json").exists()
+
+    epochs_trained = []
+    real_fit = train.fit
+
+    def recording_fit(model, train_loader, test_loader=None, epochs=10, **kwargs):
+        history = real_fit(model, train_loader, test_loader, epochs, **kwargs)
+        epochs_trained.append(history.epoch)
+        return history
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    result = pipeline.run(config.replace(device="cpu"), progress=False)
+    # training went on from epoch 2 (epoch 1 comes from the checkpoint), then the fine-tune ran in full
+    assert epochs_trained == [[1, 2, 3], [1]]
+    assert result.history_train["train_loss"][0] == saved["history"]["train_loss"][0]
+    assert (tmp_path / "result.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoints_of_another_configuration_are_not_touched(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "epochs": 2}, output_dir=str(tmp_path))
+    _interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    before = checkpoint.read_bytes()
+    with pytest.raises(ValueError, match=r"another configuration \(lr: 0.001 there, 0.002 now\)"):
+        pipeline.run(config.replace(lr=2e-3), progress=False)
+    assert checkpoint.read_bytes() == before
+
+
+def test_a_corrupt_checkpoint_is_reported(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "epochs": 2}, output_dir=str(tmp_path))
+    _interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(ValueError, match="checkpoint"):
+        pipeline.run(config, progress=False)
+
+
 def test_run_pq_order():
     result = pipeline.run(pipeline.Config(**{**TINY, "finetune_epochs": 0}, order="pq", criterion="l1", bits=2),
                           progress=False)
