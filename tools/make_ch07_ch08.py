@@ -1742,7 +1742,9 @@ CH08 = [
 
             `--download` fetches CIFAR with torchvision; `--output-dir` on a mounted Google Drive
             (`from google.colab import drive; drive.mount("/content/drive")`) keeps `result.json`, the integer export
-            and the figures when the session ends. Other settings are other presets, or flags on top of one:
+            and the figures when the session ends, and a checkpoint after every epoch while the run lasts: if the
+            session ends first, the same command (same flags, same `--output-dir`) resumes the run after its last
+            finished epoch. Other settings are other presets, or flags on top of one:
 
             ```bash
             # the other order (App. A), and the ablation of Table 2 (two networks per seed: budget accordingly)
