@@ -85,6 +85,7 @@ __all__ = [
     "keep_indices",
     "apply",
     "masked",
+    "recalibrate_bn",
     "avg_cos_similarity",
 ]
 
@@ -898,6 +899,52 @@ def masked(model: nn.Module, kept_channels: Mapping[str, Tensor]) -> Iterator[nn
     finally:
         for handle in handles:
             handle.remove()
+
+
+def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 3) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance on ``batches`` mini-batches of ``loader``: forward
+    passes only, no gradient step, no parameter changed (the "adaptive BN" of Li et al. 2020, EagleEye).
+
+    After :func:`apply`, each BatchNorm behind a pruned layer still normalises with the dense network's statistics,
+    although its conv now sums over fewer input channels; in a spiking network the wrong scale changes which neurons
+    cross the threshold. A few forward passes restore much of the accuracy before any fine-tuning (chapter 05; the
+    paper itself only fine-tunes). The statistics are a plain average over the batches; the BatchNorms' momentum
+    and the model's train/eval mode are restored afterwards. Returns ``model``.
+    """
+    batches = _check_batches(batches)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("the model has no BatchNorm layer to recalibrate")
+    if loader is None:
+        raise ValueError("recalibrate_bn needs a loader of training batches")
+    saved = {id(m): (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in norms}
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # None: a cumulative average over all the batches seen
+    seen = 0
+    device = next(model.parameters()).device
+    model.train()
+    try:
+        with torch.no_grad():
+            for batch in itertools.islice(loader, batches):
+                model(_batch_inputs(batch).to(device))
+                seen += 1
+        if seen == 0:
+            raise ValueError("the loader yielded no batch: recalibrate_bn needs at least one")
+    except BaseException:
+        for m in norms:  # leave the model as it was
+            mean, var, count, _ = saved[id(m)]
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+        raise
+    finally:
+        for m in norms:
+            m.momentum = saved[id(m)][3]
+        model.train(was_training)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -627,3 +627,62 @@ def test_docstring_examples():
 
     result = doctest.testmod(prune, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# BatchNorm recalibration after pruning
+# ------------------------------------------------------------------------------------------------------------------
+def bn_statistics_oracle(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per BatchNorm, the mean over batches of each batch's channel mean and unbiased variance of the BN's input,
+    recorded with hooks in train mode (what a cumulative running average must equal)."""
+    import copy
+
+    net = copy.deepcopy(model).train()
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    handles = []
+    for name, m in net.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            def hook(module, inputs, name=name):
+                x = inputs[0].double()
+                seen.setdefault(name, []).append((x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=True)))
+            handles.append(m.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    for handle in handles:
+        handle.remove()
+    return {name: (torch.stack([m for m, _ in v]).mean(0), torch.stack([s for _, s in v]).mean(0))
+            for name, v in seen.items()}
+
+
+def test_recalibrate_bn_matches_the_average_of_batch_statistics():
+    model, _ = digits(T=2, bits=4)
+    pruned = prune.apply(model, random_scores(model), 0.5).eval()
+    generator = torch.Generator().manual_seed(3)
+    batches = [torch.rand(5, 1, 16, 16, generator=generator) for _ in range(4)]
+    expected = bn_statistics_oracle(pruned, batches[:3])
+    parameters = {k: v.clone() for k, v in pruned.named_parameters()}
+    momenta = [m.momentum for m in pruned.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    assert prune.recalibrate_bn(pruned, [(x, None) for x in batches], batches=3) is pruned
+    for name, m in pruned.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            torch.testing.assert_close(m.running_mean.double(), expected[name][0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(m.running_var.double(), expected[name][1], rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, parameters[k]) for k, v in pruned.named_parameters())  # no gradient step
+    assert not pruned.training  # the mode it had
+    assert [m.momentum for m in pruned.modules() if isinstance(m, nn.BatchNorm2d)] == momenta
+
+
+def test_recalibrate_bn_bad_input_leaves_the_statistics_alone():
+    model, _ = digits(T=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="no batch"):
+        prune.recalibrate_bn(model, [])
+    with pytest.raises(ValueError, match="batches"):
+        prune.recalibrate_bn(model, [torch.rand(2, 1, 16, 16)], batches=0)
+    with pytest.raises(ValueError, match="loader"):
+        prune.recalibrate_bn(model, None)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        prune.recalibrate_bn(nn.Sequential(nn.Conv2d(1, 2, 3)), [torch.rand(1, 1, 4, 4)])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -965,7 +965,8 @@ CH05 = [
         - Scores change from batch to batch. The paper's AvgCosS (Eq. 15) is close to 1 for *any* positive score
           vectors; the share of keep decisions on which two batches agree shows the instability more directly.
         - One-shot pruning of a spiking network breaks its BatchNorm statistics and with them its firing; a few
-          forward passes to recalibrate BatchNorm restore much of the accuracy, and fine-tuning more. After
+          forward passes to recalibrate BatchNorm (`prune.recalibrate_bn(net, loader)` in the package) restore much
+          of the accuracy, and fine-tuning more. After
           fine-tuning the criteria lie close together, with random a strong baseline.
 
         Chapter 06 introduces the paper's criterion, SVS, and compares all five over three seeds.
