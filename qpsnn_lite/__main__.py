@@ -27,7 +27,7 @@ examples:
 
 Results go to --output-dir (default runs/<timestamp>): result.json, model.safetensors (integer export), accuracy.png
 and channels.png; `ablation` writes ablation.json. Flags override the preset's fields; `presets NAME` prints one.
-`run` saves a checkpoint after every epoch in DIR/checkpoints: if a long run is interrupted (a Colab session ends),
+`run` and `ablation` save a checkpoint after every epoch in DIR: if a long run is interrupted (a Colab session ends),
 the same command with the same --output-dir resumes it after its last finished epoch.
 """
 
@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        where = Path(config.output_dir) / "checkpoints" if config.output_dir and args.command == "run" else None
+        folder = "checkpoints" if args.command == "run" else "checkpoints-ablation"
+        where = Path(config.output_dir) / folder if config.output_dir else None
         print("\ninterrupted" + (f"; the epochs finished so far are saved in {where}: run the same command with "
                                  f"--output-dir {config.output_dir} to resume" if where and where.exists() else ""),
               file=sys.stderr)

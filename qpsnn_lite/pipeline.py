@@ -419,13 +419,14 @@ def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpo
 _RESUMABLE_CHANGES = ("device", "output_dir")
 
 
-def _checkpoints(config: Config) -> Path | None:
-    """The checkpoint folder of a run with ``output_dir`` (None without one), after checking that checkpoints
-    already there belong to this configuration. Writes the configuration there for the next check."""
+def _checkpoints(config: Config, name: str = "checkpoints", **extra) -> Path | None:
+    """The checkpoint folder ``output_dir/name`` of a run (None without an output_dir), after checking that
+    checkpoints already there belong to this configuration (and ``extra``, e.g. the ablation's seeds). Writes the
+    configuration there for the next check."""
     if config.output_dir is None:
         return None
-    folder = Path(config.output_dir) / "checkpoints"
-    record = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    folder = Path(config.output_dir) / name
+    record = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES} | extra
     saved = folder / "config.json"
     if saved.exists():
         try:
@@ -825,7 +826,9 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     are trained (vanilla and ReScaW) and each is pruned twice (SCA, SVS) and fine-tuned: A, C and E share the
     vanilla network, B, D and F the ReScaW one. ``seeds``: a count (seeds ``config.seed``, ``config.seed + 1``, ...)
     or a list. Returns an :class:`AblationResult` with mean and sample standard deviation per row beside the
-    paper's numbers; writes ``ablation.json`` into ``config.output_dir`` when set. Taught in chapter 07.
+    paper's numbers; writes ``ablation.json`` into ``config.output_dir`` when set, and meanwhile a checkpoint per
+    network and epoch into ``output_dir/checkpoints-ablation``: the same call again resumes an interrupted ablation
+    (finished trainings and fine-tunes are not repeated). Taught in chapter 07.
     """
     config = Config() if config is None else config
     config.validate()
@@ -841,6 +844,7 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     if not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a count >= 1 or a list of integers >= 0, got {seeds!r}")
     _check_device(config)
+    checkpoints = _checkpoints(config, "checkpoints-ablation", seeds=seeds)
     start = time.perf_counter()
     rescaw = config.gamma or "mean"
     accuracies: dict[str, list[float]] = {row: [] for row, *_ in ABLATION_ROWS}
@@ -856,7 +860,8 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             train.seed_everything(seed)
             model = build_model(run_config, gamma=gamma).to(config.device)
             _check_ratio_names(run_config, model)
-            history = _fit(model, loaders, run_config, finetune=False, progress=progress)
+            history = _fit(model, loaders, run_config, finetune=False, progress=progress,
+                           checkpoint=_checkpoint_file(checkpoints, seed, "rescaw" if use_rescaw else "vanilla"))
             trained[use_rescaw] = model
             row = "B" if use_rescaw else "A"
             accuracies[row].append(100 * history.final_accuracy)
@@ -867,7 +872,8 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             _say(progress, f"seed {seed}: row {row}, {criterion} pruning and fine-tuning")
             pruned = _prune(trained[use_rescaw], run_config, loaders[0], criterion)
             if run_config.finetune_epochs > 0:
-                history = _fit(pruned, loaders, run_config, finetune=True, progress=progress)
+                history = _fit(pruned, loaders, run_config, finetune=True, progress=progress,
+                               checkpoint=_checkpoint_file(checkpoints, seed, f"row{row}"))
                 accuracy = history.final_accuracy
             else:
                 accuracy, _ = train.evaluate(pruned, loaders[1])
@@ -884,4 +890,10 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     result = AblationResult(config=config.to_dict(), seeds=seeds, rows=rows, seconds=time.perf_counter() - start)
     if config.output_dir is not None:
         result.save(Path(config.output_dir) / "ablation.json")
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints)
     return result
+
+
+def _checkpoint_file(folder: Path | None, seed: int, stage: str) -> Path | None:
+    return None if folder is None else folder / f"seed{seed}-{stage}.pt"

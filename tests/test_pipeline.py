@@ -3,6 +3,7 @@ tiny end-to-end runs (QP and PQ order, the A-F ablation with its model reuse).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,9 +255,9 @@ def test_ablation_rows_and_model_reuse(monkeypatch, tmp_path):
     calls = []
     real_fit = pipeline._fit
 
-    def counting_fit(model, loaders, config, finetune, progress):
+    def counting_fit(model, loaders, config, finetune, progress, checkpoint=None):
         calls.append(finetune)
-        return real_fit(model, loaders, config, finetune, progress)
+        return real_fit(model, loaders, config, finetune, progress, checkpoint)
 
     monkeypatch.setattr(pipeline, "_fit", counting_fit)
     result = pipeline.ablation(pipeline.Config(**TINY, output_dir=str(tmp_path)), seeds=2, progress=False)
@@ -275,6 +276,38 @@ def test_ablation_rows_and_model_reuse(monkeypatch, tmp_path):
     record = json.loads((tmp_path / "ablation.json").read_text())
     assert [r["row"] for r in record["rows"]] == list("ABCDEF")
     assert "QP-SNN" in result.table()
+    assert not (tmp_path / "checkpoints-ablation").exists()  # removed once ablation.json is written
+
+
+def test_interrupted_ablation_resumes_without_repeating_finished_networks(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "epochs": 2}, output_dir=str(tmp_path))
+    stops = iter([False, False, True])  # the vanilla network finishes; the ReScaW one stops after its first epoch
+    real_save = train.save_checkpoint
+
+    def save_maybe_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if next(stops, False):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_maybe_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.ablation(config, seeds=1, progress=False)
+    folder = tmp_path / "checkpoints-ablation"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "seed0-rescaw.pt", "seed0-vanilla.pt"]
+    saved_epochs = []
+
+    def counting_save(path, *args, **kwargs):
+        saved_epochs.append(Path(path).name)  # one save per epoch trained
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(train, "save_checkpoint", counting_save)
+    with pytest.raises(ValueError, match="seeds"):  # another list of seeds is another ablation
+        pipeline.ablation(config, seeds=2, progress=False)
+    result = pipeline.ablation(config, seeds=1, progress=False)
+    # the vanilla network is not trained again, the ReScaW one only for its second epoch, then 4 fine-tunes
+    assert saved_epochs == ["seed0-rescaw.pt", "seed0-rowC.pt", "seed0-rowD.pt", "seed0-rowE.pt", "seed0-rowF.pt"]
+    assert [len(r.accuracies) for r in result.rows] == [1] * 6
+    assert not folder.exists()
 
 
 def test_ablation_arguments():
