@@ -1,9 +1,13 @@
-"""Check the rendered book's precomputed widgets in a real browser (headless Debian Chromium via Playwright).
+"""Check the rendered book in a real browser (headless Debian Chromium via Playwright): equations and widgets.
 
-For every chapter page that holds a slider stack (``qpsnn_lite.widgets.slider_stack``): load the page from a local
-server (every other request is aborted, so this also proves the widgets need no CDN), wait for the widget, then press
-Home and ArrowRight on the slider and check that exactly one image of the stack is visible and that it is the one the
-slider's position selects. Saves a screenshot per page to ``_build/screenshots/``.
+Every page is loaded from a local server, and every other request is aborted, so this also proves that neither the
+equations nor the widgets need a CDN.
+
+- Equations: on every page with math, MathJax (vendored in ``book/_vendor/mathjax``) must typeset every formula, and
+  none may show a TeX error (an undefined macro, a missing brace).
+- Widgets: for every page that holds a slider stack (``qpsnn_lite.widgets.slider_stack``), wait for the widget, then
+  press Home and ArrowRight on the slider and check that exactly one image of the stack is visible and that it is the
+  one the slider's position selects. Saves a screenshot per widget page to ``_build/screenshots/``.
 
 Usage: python tools/browser_check.py [--chromium /usr/bin/chromium]   (after ``jupyter-book build .``)
 Needs: ``pip install playwright`` (no browser download) and Debian's ``chromium``.
@@ -42,14 +46,38 @@ def visible_children(handle) -> list[str]:
     )
 
 
+def check_math(page, name: str) -> list[str]:
+    """Wait for MathJax to typeset the page; return problems (formulas left untypeset, TeX errors)."""
+    formulas = page.locator(".math").count()
+    if formulas == 0:
+        return []
+    try:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+        page.evaluate("() => MathJax.startup.promise")
+    except Exception:
+        return [f"{name}: MathJax did not load ({formulas} formulas left as TeX)"]
+    typeset = page.locator("mjx-container").count()
+    errors = page.evaluate(
+        "() => Array.from(document.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error')"
+        " || e.textContent).slice(0, 3)")
+    problems = []
+    if typeset < formulas:
+        problems.append(f"{name}: {typeset} of {formulas} formulas typeset")
+    if errors:
+        problems.append(f"{name}: TeX errors {errors}")
+    if not problems:
+        print(f"browser_check: {name}: {typeset} formulas typeset, no TeX error")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    pages = [p for p in sorted((HTML / "book").glob("[0-9]*.html")) if "qpsnn-stack-" in p.read_text(errors="replace")]
-    if not pages:
+    pages = sorted((HTML / "book").glob("*.html"))
+    if not any("qpsnn-stack-" in p.read_text(errors="replace") for p in pages):
         print("browser_check: no page with a slider stack; build the book first")
         return 1
     shots = ROOT / "_build" / "screenshots"
@@ -66,6 +94,10 @@ def main() -> int:
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
                 f"http://127.0.0.1:{port}/") else route.abort())
             page.goto(url)
+            problems += check_math(page, html.name)
+            if "qpsnn-stack-" not in html.read_text(errors="replace"):
+                page.close()
+                continue
             try:
                 page.wait_for_selector(".noUi-handle", timeout=20000)
             except Exception:
@@ -97,7 +129,7 @@ def main() -> int:
     server.shutdown()
     for p in problems:
         print("browser_check:", p)
-    print(f"browser_check: {len(pages)} pages, {len(problems)} problems; screenshots in _build/screenshots/")
+    print(f"browser_check: {len(pages)} pages checked, {len(problems)} problems; screenshots in _build/screenshots/")
     return 1 if problems else 0
 
 

@@ -89,8 +89,10 @@ CH01 = [
 
         $$\tilde U^{l}[t] = \tau\, U^{l}[t-1] + X^{l}[t], \qquad X^{l}[t] = W^{l} S^{l-1}[t] \tag{1}$$
 
-        $$S^{l}[t] = \Theta\big(\tilde U^{l}[t] - \theta\big) =
-          \begin{cases} 1 & \tilde U^{l}[t] \ge \theta \\ 0 & \text{otherwise} \end{cases} \tag{2}$$
+        \begin{equation*}
+        S^{l}[t] = \Theta\big(\tilde U^{l}[t] - \theta\big) =
+          \begin{cases} 1 & \tilde U^{l}[t] \ge \theta \\ 0 & \text{otherwise} \end{cases} \tag{2}
+        \end{equation*}
 
         $$U^{l}[t] = \tilde U^{l}[t]\,\big(1 - S^{l}[t]\big) \tag{3}$$
 
