@@ -180,12 +180,17 @@ def _interrupt_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
 
 
-def test_interrupted_run_resumes_after_its_last_epoch(monkeypatch, tmp_path):
-    config = pipeline.Config(**{**TINY, "epochs": 3}, output_dir=str(tmp_path))
+def _interrupted_run(monkeypatch, folder, epochs: int):
+    """A TINY run into ``folder`` stopped after its first training epoch: (its config, the checkpoint's path)."""
+    config = pipeline.Config(**{**TINY, "epochs": epochs}, output_dir=str(folder))
     _interrupt_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(config, progress=False)
-    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    return config, folder / "checkpoints" / "train.pt"
+
+
+def test_interrupted_run_resumes_after_its_last_epoch(monkeypatch, tmp_path):
+    config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=3)
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["history"]["epoch"] == [1] and not (tmp_path / "result.json").exists()
 
@@ -206,11 +211,7 @@ def test_interrupted_run_resumes_after_its_last_epoch(monkeypatch, tmp_path):
 
 
 def test_checkpoints_of_another_configuration_are_not_touched(monkeypatch, tmp_path):
-    config = pipeline.Config(**{**TINY, "epochs": 2}, output_dir=str(tmp_path))
-    _interrupt_after_first_checkpoint(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run(config, progress=False)
-    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=2)
     before = checkpoint.read_bytes()
     with pytest.raises(ValueError, match=r"another configuration \(lr: 0.001 there, 0.002 now\)"):
         pipeline.run(config.replace(lr=2e-3), progress=False)
@@ -218,11 +219,7 @@ def test_checkpoints_of_another_configuration_are_not_touched(monkeypatch, tmp_p
 
 
 def test_a_corrupt_checkpoint_is_reported(monkeypatch, tmp_path):
-    config = pipeline.Config(**{**TINY, "epochs": 2}, output_dir=str(tmp_path))
-    _interrupt_after_first_checkpoint(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run(config, progress=False)
-    checkpoint = tmp_path / "checkpoints" / "train.pt"
+    config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=2)
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(ValueError, match="checkpoint"):
         pipeline.run(config, progress=False)
