@@ -428,7 +428,7 @@ def _checkpoints(config: Config, name: str = "checkpoints", **extra) -> Path | N
     folder = Path(config.output_dir) / name
     record = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES} | extra
     saved = folder / "config.json"
-    if saved.exists():
+    if saved.exists() and any(folder.glob("*.pt")):  # without a checkpoint there is nothing to resume or protect
         try:
             previous = json.loads(saved.read_text())
         except (OSError, ValueError) as exc:

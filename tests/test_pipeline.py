@@ -218,6 +218,14 @@ def test_checkpoints_of_another_configuration_are_not_touched(monkeypatch, tmp_p
     assert checkpoint.read_bytes() == before
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="unknown conv"):
+        pipeline.run(pipeline.Config(**TINY, ratio={"features.block9.conv": 0.5}, output_dir=str(tmp_path)),
+                     progress=False)
+    result = pipeline.run(pipeline.Config(**TINY, output_dir=str(tmp_path)), progress=False)  # the corrected run
+    assert (tmp_path / "result.json").exists() and result.config["ratio"] == 0.5
+
+
 def test_a_corrupt_checkpoint_is_reported(monkeypatch, tmp_path):
     config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=2)
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
