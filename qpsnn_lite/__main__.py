@@ -186,6 +186,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                    help="start from a named setting (see `presets`); the flags given override it")
     g.add_argument("--seed", type=_int_type(0), default=S, help="random seed" + d("seed"))
     g.add_argument("--device", default=S, help="cpu, cuda, cuda:1, mps" + d("device"))
+    g.add_argument("--num-workers", type=_int_type(0), default=S, metavar="N",
+                   help="data-loading processes (0: the main process)" + d("num_workers"))
     g.add_argument("--output-dir", type=_optional_path, default=S, metavar="DIR",
                    help="where to write results and per-epoch checkpoints (default: runs/<timestamp>; 'none' writes "
                         "nothing); run again with the same DIR and flags to resume an interrupted run")

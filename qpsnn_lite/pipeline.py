@@ -108,6 +108,9 @@ class Config:
     Run
         seed: seeds data order, initialisation and the random criterion.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        num_workers: processes that load and augment the data (``torch.utils.data.DataLoader``); 0 loads in the main
+            process, right for the digits. The paper's presets use 2 (a Colab machine's two CPUs), so that the CIFAR
+            augmentation does not keep the GPU waiting.
         output_dir: write ``result.json``, ``model.safetensors`` and figures here (None: write nothing). With an
             output_dir, training and fine-tuning save a checkpoint after every epoch in ``output_dir/checkpoints``;
             running the same configuration with the same output_dir again resumes after the last finished epoch
@@ -150,6 +153,7 @@ class Config:
     # run
     seed: int = 0
     device: str = "cpu"
+    num_workers: int = 0
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -241,6 +245,7 @@ class Config:
         number("finetune_lr", 0.0, strict=True)
         number("weight_decay", 0.0, strict=False)
         integer("seed", 0)
+        integer("num_workers", 0)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -278,7 +283,7 @@ def _paper_preset(dataset: str, model: str, prune_config: str, bits: int = 4) ->
         dataset=dataset, image_size=None, batch_size=256, augment=True, download=True, model=model,
         T=2 if model == "resnet20" else 4, bits=bits, gamma="mean", criterion="svs", prune_config=prune_config,
         epochs=300, optimizer="sgd", lr=0.1, finetune_epochs=150, finetune_optimizer="adam", finetune_lr=1e-3,
-        device="cuda",
+        device="cuda", num_workers=2,
     )
 
 
@@ -312,7 +317,7 @@ def preset(name: str, **changes) -> Config:
 def _loaders(config: Config):
     return data.load(config.dataset, config.batch_size, download=config.download,
                      image_size=_image_size(config) if config.dataset == "digits" else None, augment=config.augment,
-                     seed=config.seed)
+                     seed=config.seed, num_workers=config.num_workers)
 
 
 DIGITS_IMAGE_SIZE = 16  # the digits' default side (Config.image_size=None)
@@ -416,7 +421,7 @@ def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpo
 
 
 # Fields that may change between an interrupted run and its resumption (where it runs, not what it computes).
-_RESUMABLE_CHANGES = ("device", "output_dir")
+_RESUMABLE_CHANGES = ("device", "num_workers", "output_dir")
 
 
 def _checkpoints(config: Config, name: str = "checkpoints", **extra) -> Path | None:

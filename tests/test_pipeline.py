@@ -54,6 +54,7 @@ def test_defaults_are_the_digits_setting():
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(seed=-1), "seed"),
     (dict(device="toaster"), "device"),
+    (dict(num_workers=-1), "num_workers"),
     (dict(download="yes"), "download"),
     (dict(channels=(4, 8)), "channels"),
     (dict(dataset="cifar10", image_size=16), "image_size"),
@@ -84,6 +85,7 @@ def test_presets_are_the_papers_settings():
         assert (config.epochs, config.finetune_epochs, config.batch_size) == (300, 150, 256)
         assert (config.optimizer, config.lr, config.finetune_optimizer, config.finetune_lr) == ("sgd", 0.1, "adam", 1e-3)
         assert config.T == (2 if config.model == "resnet20" else 4) and config.augment
+        assert config.num_workers == 2  # CIFAR augmentation off the main process
     assert pipeline.PRESETS["cifar100-resnet20-ablation"].bits == 2
     assert pipeline.PRESETS["cifar100-resnet20-ablation"].prune_config == "B"
     assert pipeline.PRESETS["cifar100-resnet20-pq"].order == "pq"
@@ -240,6 +242,19 @@ def test_run_pq_order():
     assert result.history_finetune["epoch"] == []
     assert result.bits == 2 and result.size_mb_pruned < result.size_mb_dense
     assert result.channels_pruned["features.block4.conv"] == 8
+
+
+def test_num_workers_reach_the_loaders(monkeypatch):
+    seen = []
+    real_load = pipeline.data.load
+
+    def recording_load(*args, **kwargs):
+        seen.append(kwargs.get("num_workers"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.data, "load", recording_load)
+    result = pipeline.run(pipeline.Config(**TINY, num_workers=1), progress=False)
+    assert seen == [1] and 0.0 <= result.accuracy_finetuned <= 1.0
 
 
 def test_ratio_names_are_checked_before_training():
