@@ -917,8 +917,8 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 3) -> nn.M
         raise ValueError("the model has no BatchNorm layer to recalibrate")
     if loader is None:
         raise ValueError("recalibrate_bn needs a loader of training batches")
-    saved = {id(m): (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
-             for m in norms}
+    statistics = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    momenta = [m.momentum for m in norms]
     was_training = model.training
     for m in norms:
         m.reset_running_stats()
@@ -934,15 +934,14 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 3) -> nn.M
         if seen == 0:
             raise ValueError("the loader yielded no batch: recalibrate_bn needs at least one")
     except BaseException:
-        for m in norms:  # leave the model as it was
-            mean, var, count, _ = saved[id(m)]
+        for m, (mean, var, count) in zip(norms, statistics):  # leave the model as it was
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(count)
         raise
     finally:
-        for m in norms:
-            m.momentum = saved[id(m)][3]
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
         model.train(was_training)
     return model
 
