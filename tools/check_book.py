@@ -1,6 +1,9 @@
-"""Checks of the book that CI runs after the build (and `execute_notebooks.sh` runs after each execution).
+"""Checks of the book that CI runs after the build (and `execute_notebooks.py` runs after each execution).
 
 - every notebook in book/ is listed in _toc.yml and every _toc.yml entry exists;
+- every chapter's .md source and .ipynb agree in every cell's type, source and tags, its stored outputs were produced
+  by the committed cell sources and package (tools/book_sources.py), and its install cell is made from the one
+  setting (_config.yml's repository.url, pyproject's version);
 - every code cell of every notebook was executed (in order) and no stored output is an error;
 - no stored output shows a path of this machine;
 - (unless --notebooks-only) every chapter page was rendered to _build/html and shows no error output.
@@ -16,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import book_sources  # noqa: E402  (a sibling module of this script)
+
+ROOT = book_sources.ROOT
 
 
 def toc_entries() -> list[str]:
@@ -35,7 +41,7 @@ def check_notebook(path: Path) -> list[str]:
             continue
         count = cell.get("execution_count")
         if count is None:
-            problems.append(f"{path.name} cell {i} was never executed: run tools/execute_notebooks.sh {path}")
+            problems.append(f"{path.name} cell {i} was never executed: run python tools/execute_notebooks.py book/{path.stem}.md")
         elif count <= last:
             problems.append(f"{path.name} cell {i} ran out of order (count {count} after {last})")
         else:
@@ -78,6 +84,13 @@ def main() -> int:
         if rel not in listed:
             problems.append(f"{rel} is not listed in _toc.yml")
         problems += check_notebook(nb)
+        md = nb.resolve().with_suffix(".md")
+        if not md.exists():
+            problems.append(f"{rel}.ipynb has no .md source beside it (each chapter is a jupytext pair)")
+            continue
+        problems += book_sources.pair_problems(md, nb.resolve())
+        problems += book_sources.freshness_problems(nb.resolve(), md)
+        problems += book_sources.install_problems(md)
     for entry in listed:
         if not any((ROOT / (entry + ext)).exists() for ext in (".ipynb", ".md")):
             problems.append(f"_toc.yml lists {entry}, which does not exist")
