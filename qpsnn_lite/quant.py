@@ -33,7 +33,8 @@ with :math:`\gamma` the mean :math:`|w|` (the default), the max :math:`|w|`, or 
 :math:`\Psi_x(\mathbf W) = \max(|P_{1-x}(\mathbf W)|, |P_x(\mathbf W)|)`. :math:`\gamma` is a statistic, not a learned
 parameter: it is recomputed from the current weights at every call and carries no gradient.
 
-Choices this module makes where the paper is silent or disagrees with the authors' code:
+Choices this module makes where the paper is silent or disagrees with the authors' code (reasons: ``docs/design.md``,
+"Quantization"):
 
 - ``granularity="channel"`` (one :math:`\gamma` per output channel, as the authors' code) is the default;
   ``"layer"`` is the paper's literal notation.

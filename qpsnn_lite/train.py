@@ -2,7 +2,8 @@
 
 Taught in chapter 02. Backpropagation through time (STBP) is what autograd does over the unrolled LIF; the loss is
 cross-entropy on the time-averaged logits (the paper, App. D). The defaults follow the authors' code, which the paper's
-numbers came from: Adam, learning rate 1e-3, cosine decay to 0, weight decay 1e-5 on conv weights only.
+numbers came from: Adam, learning rate 1e-3, cosine decay to 0, weight decay 1e-5 on conv weights only (why:
+``docs/design.md``, "Training").
 """
 from __future__ import annotations
 
