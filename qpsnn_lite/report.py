@@ -24,8 +24,28 @@ __all__ = ["Result", "AblationRow", "AblationResult", "write_outputs", "figures"
 # --------------------------------------------------------------------------------------------------------------------
 # A run
 # --------------------------------------------------------------------------------------------------------------------
+class _Report:
+    """What the two reports share: a JSON form, an atomic save, and ``str()`` as the table."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_json` to ``path`` (atomically: a temporary file, then a rename)."""
+        return write_text(path, self.to_json())
+
+    def table(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.table()
+
+
 @dataclass
-class Result:
+class Result(_Report):
     """What :func:`run` measured. Accuracies are fractions in [0, 1]; sizes in MB of 10^6 bytes by the paper's rule
     (Eq. 16: quantized convs at ``bits``, everything else at 32 bits); SOPs per sample, summed over time; energy in mJ
     per sample (``energy`` holds the constants and conventions, :func:`qpsnn_lite.metrics.energy_mj`).
@@ -64,16 +84,6 @@ class Result:
     history_finetune: dict
     files: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_json` to ``path`` (atomically: a temporary file, then a rename)."""
-        return write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Result":
@@ -115,15 +125,11 @@ class Result:
             lines.append("files: " + ", ".join(f"{k}: {v}" for k, v in self.files.items()))
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.table()
-
 
 def _lif_of(conv_name: str, rates: Mapping) -> str:
     """The LIF after a conv: ``x.conv`` -> ``x.lif``, ``x.conv1`` -> ``x.lif1``."""
     prefix, _, last = conv_name.rpartition(".")
     return f"{prefix}.{last.replace('conv', 'lif')}" if prefix else last.replace("conv", "lif")
-
 
 
 def write_outputs(result: Result, model: nn.Module, folder: Path) -> None:
@@ -199,22 +205,13 @@ class AblationRow:
 
 
 @dataclass
-class AblationResult:
+class AblationResult(_Report):
     """Rows A-F of Table 2 measured at the config's budget, beside the paper's numbers."""
 
     config: dict
     seeds: list
     rows: list
     seconds: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return write_text(path, self.to_json())
 
     def table(self) -> str:
         c = self.config
@@ -231,6 +228,3 @@ class AblationResult:
         lines.append("paper: CIFAR-100, ResNet20 configuration B, 2 bits, 300+150 epochs; "
                      f"wall time here {self.seconds:.0f} s")
         return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
