@@ -14,6 +14,9 @@ The ResNet20 ratios use the *code-faithful* reading of the authors' ``compress_r
 (:data:`RESNET20_COMPRESS_RATE`, :func:`resnet20_widths`): Table 10 of the paper lists the stage-2 block outputs at
 0.6 / 0.75, which contradicts its own parameter counts; the code prunes them like stage 1 (0.3 / 0.35), and with that
 reading every model size of Table 1 reproduces to 0.01 MB (see :mod:`qpsnn_lite.metrics`).
+
+(About 550 lines: the three architectures share their pruning tables and checks, and chapter 03 reads them side by
+side; splitting per network would spread the tables of Tables 9-11 over three files.)
 """
 from __future__ import annotations
 

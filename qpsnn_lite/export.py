@@ -28,6 +28,9 @@ temporary file and renames it, so a failed save never destroys an existing file.
 File size against the paper's rule (Eq. 16, :func:`qpsnn_lite.metrics.model_size_mb`): the file also stores what the
 rule leaves out, :math:`\gamma` (one float per output channel), the BatchNorm running statistics (two floats per
 channel) and the JSON header, so it is a little larger; :class:`ExportSummary` reports both.
+
+(About 560 lines: writing and reading are one file format, and keeping :func:`save` and :func:`load` beside each other
+keeps each field written and read in one place.)
 """
 from __future__ import annotations
 
