@@ -2,7 +2,7 @@
 
 Taught in chapter 03 (the architectures) and chapter 05 (the pruning configurations of Tables 9-11).
 
-All three are built from the blocks of :mod:`qpsnn_lite.models`: a full-precision first conv (the "stem", fed with the
+All three are built from the blocks of :mod:`qpsnn_lite.layers`: a full-precision first conv (the "stem", fed with the
 analog image by direct encoding), quantized 3x3 convs without bias after it (``QuantConv2d`` when ``bits`` is given,
 plain ``nn.Conv2d`` otherwise), BatchNorm shared over time, LIF neurons, and one full-precision ``nn.Linear`` readout
 averaged over the time steps [P App. D, App. G].
@@ -14,6 +14,9 @@ The ResNet20 ratios use the *code-faithful* reading of the authors' ``compress_r
 (:data:`RESNET20_COMPRESS_RATE`, :func:`resnet20_widths`): Table 10 of the paper lists the stage-2 block outputs at
 0.6 / 0.75, which contradicts its own parameter counts; the code prunes them like stage 1 (0.3 / 0.35), and with that
 reading every model size of Table 1 reproduces to 0.01 MB (see :mod:`qpsnn_lite.metrics`).
+
+(About 550 lines: the three architectures share their pruning tables and checks, and chapter 03 reads them side by
+side; splitting per network would spread the tables of Tables 9-11 over three files.)
 """
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .models import SpikingConvBlock, SpikingFeatures, SpikingNet, _check_positive_int, make_conv
+from ._checks import check_positive_int
+from .layers import OptionAShortcut, SpikingConvBlock, SpikingFeatures, SpikingNet, make_conv
 from .neurons import LIF
+from .quant import QuantConv2d
 
 __all__ = [
     "BUILDERS",
@@ -153,7 +157,7 @@ def dataset_for(name: str, num_classes: int) -> str:
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown model name {name!r}; choose one of {sorted(BUILDERS)}")
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     if name == "vggsnn":
         return "dvs_cifar10"
     if name == "resnet20":
@@ -187,10 +191,6 @@ def prune_ratios(name: str, num_classes: int, config: str) -> list[float]:
 def _quant_kwarg_names() -> set[str]:
     """The quantizer options ``QuantConv2d`` names explicitly beyond make_conv's own arguments (its extra ``**``
     conv options such as ``dilation`` do not apply to these architectures)."""
-    try:
-        from .quant import QuantConv2d
-    except ImportError:  # pragma: no cover - only while the package is being assembled
-        return {"granularity", "ste", "ste_scale", "percentile"}
     own = {"self", "in_channels", "out_channels", "kernel_size", "stride", "padding", "bias", "bits", "gamma"}
     params = inspect.signature(QuantConv2d.__init__).parameters.values()
     return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD} - own
@@ -311,8 +311,8 @@ def _build_vgg(
     """The body of :class:`VGG16` and :class:`VGGSNN` ``__init__`` (after ``SpikingNet.__init__``): check the
     arguments, then build ``features`` from ``cfg``, AvgPool2d(2), flatten and the Linear ``classifier`` for an
     ``image_size`` that the pooling divides by ``multiple``, and initialise the weights."""
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
     _check_image_size(name, image_size, multiple)
     _check_config(prune_config)
     _check_quant_kwargs(name, quant_kwargs)
@@ -405,42 +405,6 @@ class VGGSNN(_FixedInputSize, SpikingNet):
 # ------------------------------------------------------------------------------------------------------------------
 # ResNet20 (wide)
 # ------------------------------------------------------------------------------------------------------------------
-class OptionAShortcut(nn.Module):
-    """Parameter-free "option A" shortcut of a ResNet block: subsample the map spatially (``x[..., ::s, ::s]``) and
-    zero-pad the channel axis (axis -3) from ``in_channels`` to ``out_channels``, ``(out - in) // 2`` channels in front
-    and the rest behind, as in the authors' code. When a pruned block keeps fewer output channels than it receives
-    (``out < in``; never the case in the paper's configurations) the same formula gives negative padding, i.e. it
-    crops channels at both ends, exactly like ``F.pad`` in the code. Works on ``[..., C, H, W]`` (e.g. ``[T, B, C, H,
-    W]``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("stride", stride)
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        diff = out_channels - in_channels
-        self.pad_front, self.pad_back = diff // 2, diff - diff // 2
-
-    @property
-    def is_identity(self) -> bool:
-        return self.stride == 1 and self.in_channels == self.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 3 or x.shape[-3] != self.in_channels:
-            raise ValueError(
-                f"shortcut expects [..., {self.in_channels}, H, W], got shape {tuple(x.shape)}"
-            )
-        if self.is_identity:
-            return x
-        if self.stride != 1:
-            x = x[..., :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"
-
-
 class BasicBlock(nn.Module):
     """Spiking BasicBlock of the wide ResNet20 [P Table 10; C]: ``conv1-bn1-lif1-conv2-bn2``, the option-A shortcut
     added to the BN output, then ``lif2`` (the residual joins *before* the second LIF).
@@ -528,10 +492,10 @@ class ResNet20(SpikingNet):
         **quant_kwargs,
     ) -> None:
         super().__init__(T)
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_channels", in_channels)
         if image_size is not None:
-            _check_positive_int("image_size", image_size)  # any size runs: global average pooling
+            check_positive_int("image_size", image_size)  # any size runs: global average pooling
         _check_config(prune_config)
         _check_quant_kwargs("resnet20", quant_kwargs)
         if prune_config is not None and compress_rate is not None:

@@ -80,8 +80,9 @@ def load(
 
 
 def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset, TensorDataset]:
+    # scikit-learn is imported only for the digits (a slow import the other data sets do not need)
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # (see above)
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0  # pixel values 0..16 -> [0, 1]
@@ -121,7 +122,7 @@ class Cutout:
 
 
 def _torchvision(name: str, root: Path, download: bool, augment: bool):
-    from torchvision import datasets, transforms
+    from torchvision import datasets, transforms  # only MNIST/CIFAR need torchvision (a slow import)
 
     mean, std = _STATS[name]
     normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]

@@ -28,6 +28,9 @@ temporary file and renames it, so a failed save never destroys an existing file.
 File size against the paper's rule (Eq. 16, :func:`qpsnn_lite.metrics.model_size_mb`): the file also stores what the
 rule leaves out, :math:`\gamma` (one float per output channel), the BatchNorm running statistics (two floats per
 channel) and the JSON header, so it is a little larger; :class:`ExportSummary` reports both.
+
+(About 560 lines: writing and reading are one file format, and keeping :func:`save` and :func:`load` beside each other
+keeps each field written and read in one place.)
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,7 +47,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import quant
+from . import architectures, metrics, models, quant
+from ._checks import check_bits as _check_bits
+from ._io import atomic_path
+from .layers import IndexedShortcut, OptionAShortcut
 from .neurons import LIF
 
 __all__ = ["FORMAT", "VERSION", "IntegerConv2d", "ExportSummary", "save", "load", "read_spec", "pack_codes",
@@ -62,12 +67,6 @@ _ATTRIBUTES = ("conv_widths", "block_widths", "mid_widths", "prune_config", "pru
 # --------------------------------------------------------------------------------------------------------------------
 # Bit packing
 # --------------------------------------------------------------------------------------------------------------------
-def _check_bits(bits: Any) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits must be an integer in 1..16, got {bits!r}")
-    return bits
-
-
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack integer codes in ``0..2**bits - 1`` into a 1-D ``uint8`` tensor of ``ceil(n * bits / 8)`` bytes.
 
@@ -167,8 +166,6 @@ class IntegerConv2d(nn.Conv2d):
 # What a model is made of
 # --------------------------------------------------------------------------------------------------------------------
 def _model_name(model: nn.Module) -> str:
-    from . import architectures, models
-
     names = {models.DigitsCNN: "digits_cnn", architectures.VGG16: "vgg16", architectures.ResNet20: "resnet20",
              architectures.VGGSNN: "vggsnn"}
     for cls, name in names.items():
@@ -180,17 +177,7 @@ def _model_name(model: nn.Module) -> str:
     )
 
 
-def _shortcut_types() -> dict[str, type]:
-    from . import architectures
-
-    types: dict[str, type] = {"option_a": architectures.OptionAShortcut}
-    try:
-        from . import prune
-
-        types["indexed"] = prune.IndexedShortcut
-    except ImportError:  # pragma: no cover - prune is part of the package
-        pass
-    return types
+_SHORTCUT_TYPES: dict[str, type] = {"option_a": OptionAShortcut, "indexed": IndexedShortcut}
 
 
 def _pair(value) -> list:
@@ -210,10 +197,8 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 def _describe(model: nn.Module, bits: int | None) -> tuple[dict, dict[str, torch.Tensor]]:
     """The metadata records and the tensors to write."""
-    from . import metrics
-
     name = _model_name(model)
-    shortcut_types = _shortcut_types()
+    shortcut_types = _SHORTCUT_TYPES
     first_conv = metrics.conv_layers(model)[0][0]
     records: dict[str, dict] = {}
     tensors: dict[str, torch.Tensor] = {}
@@ -350,7 +335,7 @@ def save(model: nn.Module, path: str | os.PathLike, bits: int | None = None) -> 
 
     Taught in chapter 08.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # optional dependency: only export needs it
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -359,17 +344,8 @@ def save(model: nn.Module, path: str | os.PathLike, bits: int | None = None) -> 
     spec, tensors = _describe(model, bits)
     spec["sha256"] = _digest(tensors)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={_METADATA_KEY: json.dumps(spec)})
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(spec)})
     layers = sum(1 for r in spec["layers"].values() if r.get("quantized"))
     return ExportSummary(str(path), path.stat().st_size, spec["paper_size_mb"], spec["bits"], layers)
 
@@ -485,7 +461,7 @@ def _make_layer(path: str, record: dict, tensors: dict, used: set) -> nn.Module:
     elif kind == "lif":
         layer = LIF(**{f: record[f] for f in _LIF_FIELDS})
     elif kind == "shortcut":
-        types = _shortcut_types()
+        types = _SHORTCUT_TYPES
         if record.get("type") not in types:
             raise _Corrupt(f"unknown shortcut type {record.get('type')!r} at {path}")
         if record["type"] == "indexed":
@@ -502,12 +478,10 @@ def _make_layer(path: str, record: dict, tensors: dict, used: set) -> nn.Module:
 
 def _stateful(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear, LIF)) or any(
-        isinstance(m, cls) for cls in _shortcut_types().values())
+        isinstance(m, cls) for cls in _SHORTCUT_TYPES.values())
 
 
 def _rebuild(spec: dict, tensors: dict) -> nn.Module:
-    from . import models
-
     build = dict(spec["build"])
     name = build.pop("name", None)
     if name not in models.MODEL_NAMES:
@@ -566,7 +540,7 @@ def load(path: str | os.PathLike) -> nn.Module:
     damaged (checksum mismatch), or inconsistent (missing or unexpected tensors, wrong shapes, codes that do not
     fit the bit width, layers that do not fit together). Taught in chapter 08.
     """
-    from safetensors.torch import load as load_bytes
+    from safetensors.torch import load as load_bytes  # optional dependency: only export needs it
 
     path = Path(path)
     if not path.exists():

@@ -26,6 +26,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._checks import batch_inputs, check_batches, check_bits, is_conv
+from ._hooks import hooked
+from .neurons import LIF
+
 __all__ = [
     "SizeBreakdown",
     "conv_layers",
@@ -52,15 +56,14 @@ def _check_model(model) -> None:
 
 
 def _check_bits(bits) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-        raise ValueError(f"bits must be an integer from 1 to 32 (the weight bit width B_q of Eq. 16), got {bits!r}")
-
-
-def _is_conv(module: nn.Module) -> bool:
-    weight = getattr(module, "weight", None)
-    return isinstance(module, nn.modules.conv._ConvNd) or (
-        isinstance(weight, torch.Tensor) and weight.dim() == 4 and not isinstance(module, nn.Linear)
-    )
+    # Eq. 16 prices the full-precision model too: bits=32 (B_fp, every weight a float32) is its size, which the run
+    # reports beside the quantized one. Any other width is a quantizer's, checked by the package's one rule.
+    if bits == FP_BITS and not isinstance(bits, bool) and isinstance(bits, int):
+        return
+    try:
+        check_bits(bits)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 32 for the full-precision size, B_fp of Eq. 16)") from None
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -70,7 +73,7 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     class). Chapter 08.
     """
     _check_model(model)
-    return [(name, m) for name, m in model.named_modules() if _is_conv(m)]
+    return [(name, m) for name, m in model.named_modules() if is_conv(m)]
 
 
 class SizeBreakdown(NamedTuple):
@@ -142,7 +145,7 @@ def model_size_mb(model: nn.Module, bits: int) -> float:
 
     Args:
         model: a network with at least one conv layer.
-        bits: weight bit width :math:`B_q` of the quantized convs, an integer from 1 to 32.
+        bits: weight bit width :math:`B_q` of the quantized convs, an integer in 1..16, or 32 for the full-precision size.
     """
     _check_model(model)
     _check_bits(bits)
@@ -193,7 +196,7 @@ def connection_percent(pruned: nn.Module, dense: nn.Module) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Firing rates, synaptic operations (SOPs) and energy [P App. C, Table 6; QP-SNN-METHOD.md section 7.2]
+# Firing rates, synaptic operations (SOPs) and energy [P App. C, Table 6; docs/design.md, "Energy"]
 # --------------------------------------------------------------------------------------------------------------------
 E_MAC_PJ = 4.6  # energy of a 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), in pJ
 E_AC_PJ = 0.9  # energy of a 32-bit float accumulate, 45 nm, in pJ
@@ -250,19 +253,9 @@ class EnergyReport(NamedTuple):
         return record
 
 
-def _check_batches(batches) -> int | None:
-    if batches is None:
-        return None
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"batches must be None (the whole loader) or an integer >= 1, got {batches!r}")
-    return batches
-
-
 def _split_batch(batch) -> tuple[torch.Tensor, int]:
     """``(inputs, samples)`` of a batch that is a tensor or an ``(inputs, labels)`` pair."""
-    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"the loader must yield tensors or (inputs, labels) pairs, got {type(inputs).__name__}")
+    inputs = batch_inputs(batch)
     if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dim():
         return inputs, int(batch[1].shape[0])
     # images [B, C, H, W] or events [T, B, C, H, W]
@@ -273,7 +266,7 @@ def _measure(model: nn.Module, loader, batches: int | None) -> dict:
     """One pass over ``batches`` mini-batches with hooks: LIF spike counts, non-zero inputs and MACs of every
     conv/Linear layer. Eval mode, no gradient; modes restored and hooks removed afterwards."""
     _check_model(model)
-    batches = _check_batches(batches)
+    batches = check_batches(batches, allow_none=True)
     convs = conv_layers(model)
     if not convs:
         raise ValueError("model has no conv layer: SOPs and energy need at least the first conv")
@@ -283,8 +276,6 @@ def _measure(model: nn.Module, loader, batches: int | None) -> dict:
     ]
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     layers.sort(key=lambda item: order[item[0]])
-    from .neurons import LIF
-
     lifs = [(name, m) for name, m in model.named_modules() if isinstance(m, LIF)]
     spikes = {name: [0.0, 0] for name, _ in lifs}  # name -> [spike sum, elements]
     stats = {name: {"nonzero": 0, "elements": 0, "rows": 0, "macs": 0, "kind": kind} for name, _, kind in layers}
@@ -311,32 +302,23 @@ def _measure(model: nn.Module, loader, batches: int | None) -> dict:
             stats[name]["macs"] = per_position * (output.shape[-1] * output.shape[-2] if kind == "conv" else 1)
         return hook
 
-    handles = [m.register_forward_hook(lif_hook(name)) for name, m in lifs]
+    hooks = [(m, "forward", lif_hook(name)) for name, m in lifs]
     for name, m, kind in layers:
-        handles.append(m.register_forward_pre_hook(pre_hook(name, kind)))
-        handles.append(m.register_forward_hook(post_hook(name, kind)))
-    modes = {m: m.training for m in model.modules()}
+        hooks += [(m, "forward_pre", pre_hook(name, kind)), (m, "forward", post_hook(name, kind))]
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
     samples, used, event_input = 0, 0, False
-    try:
-        model.eval()
-        with torch.no_grad():
-            for batch in loader:
-                if batches is not None and used >= batches:
-                    break
-                inputs, size = _split_batch(batch)
-                event_input = event_input or inputs.dim() == 5
-                model(inputs.to(device))
-                samples += size
-                used += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
+    with hooked(model, hooks, mode="eval"), torch.no_grad():
+        for batch in loader:
+            if batches is not None and used >= batches:
+                break
+            inputs, size = _split_batch(batch)
+            event_input = event_input or inputs.dim() == 5
+            model(inputs.to(device))
+            samples += size
+            used += 1
     if samples == 0:
         raise ValueError("loader is empty: it yielded no batch to measure on")
     return {"stem": stem_name, "stats": stats, "spikes": spikes, "samples": samples, "event_input": event_input,
@@ -378,7 +360,7 @@ def sops(model: nn.Module, loader, batches: int | None = 5) -> float:
 
 def energy_mj(model: nn.Module, loader, batches: int | None = 5, e_mac_pj: float = E_MAC_PJ,
               e_ac_pj: float = E_AC_PJ) -> EnergyReport:
-    r"""Energy per sample of a spiking network, 45 nm constants (the paper gives none; QP-SNN-METHOD.md 7.2):
+    r"""Energy per sample of a spiking network, 45 nm constants (the paper gives none; ``docs/design.md``, "Energy"):
 
     .. math:: E = E_{MAC}\cdot\mathrm{MAC}_{stem} + E_{AC}\cdot\mathrm{SOPs}, \qquad
               E_{MAC} = 4.6\ \text{pJ},\ E_{AC} = 0.9\ \text{pJ}

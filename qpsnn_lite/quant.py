@@ -33,7 +33,8 @@ with :math:`\gamma` the mean :math:`|w|` (the default), the max :math:`|w|`, or 
 :math:`\Psi_x(\mathbf W) = \max(|P_{1-x}(\mathbf W)|, |P_x(\mathbf W)|)`. :math:`\gamma` is a statistic, not a learned
 parameter: it is recomputed from the current weights at every call and carries no gradient.
 
-Choices this module makes where the paper is silent or disagrees with the authors' code:
+Choices this module makes where the paper is silent or disagrees with the authors' code (reasons: ``docs/design.md``,
+"Quantization"):
 
 - ``granularity="channel"`` (one :math:`\gamma` per output channel, as the authors' code) is the default;
   ``"layer"`` is the paper's literal notation.
@@ -41,6 +42,8 @@ Choices this module makes where the paper is silent or disagrees with the author
 - ``ste="unmasked"`` (the gradient passes straight through the clamp, as in the authors' code) is the default;
   ``ste="masked"`` is the paper's App. D estimator :math:`\mathbf 1_{|\mathbf W/\gamma| \le 1}`.
 - :math:`\gamma` is clamped to at least :data:`GAMMA_MIN` so an all-zero channel does not divide by zero.
+
+(About 500 lines, half of them the docstrings with the equations of chapters 03-04.)
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ from typing import Any, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._checks import check_bits as _check_bits
+from ._checks import check_choice as _check_choice
 
 __all__ = [
     "GAMMA_RULES",
@@ -79,18 +85,6 @@ GammaArg = Union[None, str, float, torch.Tensor]
 # --------------------------------------------------------------------------------------------------------------------
 # Argument checks: each error says what was wrong, what was expected and what to do.
 # --------------------------------------------------------------------------------------------------------------------
-def _check_bits(bits: Any) -> int:
-    # bool is a subclass of int in Python, and 2.0 is not a bit width: reject both.
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= int(bits) <= 16:
-        raise ValueError(f"bits must be an integer in 1..16, got {bits!r}; the paper uses 8, 4 or 2")
-    return int(bits)
-
-
-def _check_choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-
-
 def _check_percentile(percentile: Any) -> float:
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0.5 < percentile <= 1:
         raise ValueError(
@@ -113,9 +107,27 @@ def _check_weight(w: Any) -> None:
         raise ValueError("w contains inf; check the learning rate or load a clean checkpoint")
 
 
-def _check_ste_scale(ste_scale: Any) -> None:
+def _check_ste_scale(ste_scale: Any) -> bool:
     if not isinstance(ste_scale, bool):
         raise TypeError(f"ste_scale must be True or False, got {ste_scale!r}")
+    return ste_scale
+
+
+def _check_layer_gamma(gamma: Any) -> Optional[str]:
+    if gamma is not None and (not isinstance(gamma, str) or gamma not in GAMMA_RULES):
+        raise ValueError(f"gamma must be None (vanilla quantizer) or one of {GAMMA_RULES} for a layer, got {gamma!r}")
+    return gamma
+
+
+# The checks a quantized layer runs when one of its settings is assigned (see _QuantMixin).
+_SETTING_CHECKS = {
+    "bits": _check_bits,
+    "gamma": _check_layer_gamma,
+    "granularity": lambda value: _check_choice("granularity", value, GRANULARITIES),
+    "ste": lambda value: _check_choice("ste", value, STE_MODES),
+    "ste_scale": _check_ste_scale,
+    "percentile": lambda value: _check_percentile(value),
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -161,8 +173,12 @@ def compute_gamma(
     _check_weight(w)
     _check_choice("rule", rule, GAMMA_RULES)
     _check_choice("granularity", granularity, GRANULARITIES)
-    x = _check_percentile(percentile)
+    return _gamma(w, rule, granularity, _check_percentile(percentile))
 
+
+def _gamma(w: torch.Tensor, rule: str, granularity: str, x: float) -> torch.Tensor:
+    """:func:`compute_gamma` without the argument checks (for the forward pass of a layer whose settings were
+    checked when they were set)."""
     w = w.detach()
     per_channel = granularity == "channel" and w.dim() >= 1
     # Rows are the groups that share one gamma: output channels, or the whole tensor.
@@ -384,6 +400,10 @@ class _QuantMixin:
 
     Only plain attributes are stored, never shapes: pruning may swap ``weight`` for a narrower Parameter, and
     ``deepcopy``/``state_dict`` need nothing special (the state dict holds just ``weight`` and ``bias``).
+
+    The settings (``bits``, ``gamma``, ``granularity``, ``ste``, ``ste_scale``, ``percentile``) are checked when they
+    are set, in the constructor or later (``conv.bits = 2``), so the forward pass calls the quantizer's unchecked core
+    (``docs/design.md``, "Checks at the edges"). A NaN in the weights is caught by ``train.fit`` after every epoch.
     """
 
     weight: nn.Parameter
@@ -391,24 +411,17 @@ class _QuantMixin:
     def _set_quant(
         self, bits: int, gamma: Optional[str], granularity: str, ste: str, ste_scale: bool, percentile: float
     ) -> None:
-        if gamma is not None and (not isinstance(gamma, str) or gamma not in GAMMA_RULES):
-            raise ValueError(
-                f"gamma must be None (vanilla quantizer) or one of {GAMMA_RULES} for a layer, got {gamma!r}"
-            )
-        _check_choice("granularity", granularity, GRANULARITIES)
-        _check_choice("ste", ste, STE_MODES)
-        _check_ste_scale(ste_scale)
-        self.bits = _check_bits(bits)
-        self.gamma = gamma
-        self.granularity = granularity
-        self.ste = ste
-        self.ste_scale = ste_scale
-        self.percentile = _check_percentile(percentile)
+        self.bits, self.gamma, self.granularity = bits, gamma, granularity
+        self.ste, self.ste_scale, self.percentile = ste, ste_scale, percentile
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = _SETTING_CHECKS.get(name)
+        super().__setattr__(name, value if check is None else check(value))  # type: ignore[misc]
 
     def _quantize_weight(self) -> torch.Tensor:
-        return quantize(
-            self.weight, self.bits, self.gamma, self.granularity, self.ste, self.ste_scale, self.percentile
-        )
+        w = self.weight
+        gamma = None if self.gamma is None else _gamma(w, self.gamma, self.granularity, self.percentile)
+        return _FakeQuantize.apply(w, gamma, self.bits, self.ste, self.ste_scale)
 
     def quantized_weight(self) -> torch.Tensor:
         """The fake-quantized weight the forward pass uses, without gradient."""

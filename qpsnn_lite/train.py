@@ -2,7 +2,8 @@
 
 Taught in chapter 02. Backpropagation through time (STBP) is what autograd does over the unrolled LIF; the loss is
 cross-entropy on the time-averaged logits (the paper, App. D). The defaults follow the authors' code, which the paper's
-numbers came from: Adam, learning rate 1e-3, cosine decay to 0, weight decay 1e-5 on conv weights only.
+numbers came from: Adam, learning rate 1e-3, cosine decay to 0, weight decay 1e-5 on conv weights only (why:
+``docs/design.md``, "Training").
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ._hooks import hooked
+from ._io import atomic_path
 
 __all__ = ["History", "fit", "evaluate", "seed_everything", "save_checkpoint", "load_checkpoint"]
 
@@ -84,16 +89,14 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
     """Return ``(accuracy, mean cross-entropy loss)`` of ``model`` on ``loader``, in eval mode. Chapter 02."""
     _check_loader(loader, "loader")
     device = torch.device(device) if device is not None else _device_of(model)
-    was_training = model.training
-    model.eval()
     correct, total, loss_sum = 0, 0, 0.0
-    for inputs, labels in loader:
-        inputs, labels = inputs.to(device), labels.to(device)
-        logits = model(inputs)
-        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
-        total += labels.numel()
-    model.train(was_training)
+    with hooked(model, mode="eval"):  # every module's mode is restored afterwards, also on an error
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            logits = model(inputs)
+            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            total += labels.numel()
     if total == 0:
         raise ValueError("loader is empty: it yielded no sample")
     return correct / total, loss_sum / total
@@ -173,8 +176,6 @@ def fit(
                 opt.step()  # a no-op without gradients; keeps the scheduler's order-of-calls check quiet
                 sched.step()
 
-    from tqdm.auto import tqdm
-
     for epoch in range(start_epoch, epochs):
         model.train()
         tic = time.perf_counter()
@@ -224,18 +225,16 @@ def fit(
 
 
 def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, history: History | None = None) -> None:
-    """Save model (and optimizer, scheduler, history) state atomically: write a temporary file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save model (and optimizer, scheduler, history) state atomically: a uniquely named temporary file in the same
+    folder, fsync, then a rename (:mod:`qpsnn_lite._io`)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "history": history.to_dict() if history is not None else None,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_checkpoint(path, model: nn.Module) -> dict:

@@ -1,4 +1,4 @@
-"""Firing rates, SOPs and energy (metrics, section 7.2 of the method notes) on hand-computed cases."""
+"""Firing rates, SOPs and energy (metrics; docs/design.md, "Energy") on hand-computed cases."""
 from __future__ import annotations
 
 import math

@@ -59,7 +59,7 @@ def test_size_rule_is_structural():
     assert metrics.model_size_mb(quantized, 2) == metrics.model_size_mb(_net("vggsnn", 10, "C"), 2)
 
 
-# Params of the pruned networks [P Tables 9-11, as corrected in the design notes §6.7], in millions. The paper's
+# Params of the pruned networks [P Tables 9-11, as corrected in docs/design.md, "Parameter counts"], in millions. The paper's
 # counting is not uniform: the VGG-16 counts include BatchNorm (4.25 and 3.43 need it), the VGGSNN and ResNet20
 # counts match conv + FC parameters without BatchNorm (0.25 for VGGSNN C needs that: with BN it is 0.2552 M).
 VGG16_PARAMS = [
