@@ -34,17 +34,30 @@ its gradient is added to :math:`\delta[t]`.
 
 Two implementations compute the same numbers:
 
-- ``"native"``: a C kernel of about 90 lines, compiled on first use with the system C compiler (``cc``, a second or
-  two) and cached in ``~/.cache/qpsnn_lite``; loaded with :mod:`ctypes`, so no PyTorch headers are needed. One pass
-  over memory per direction, a block of neurons at a time over all T steps with its state in cache: the forward reads
-  X and writes S (8 bytes per neuron-step in float32); the backward recomputes :math:`\tilde U` from X instead of
-  storing it, so only X is saved for backward, and reads X and g and writes :math:`\delta` (12 bytes). Large tensors
-  are split between ``torch.get_num_threads()`` threads. CPU, float32 and float64.
+- ``"native"``: the C kernel ``_lif_kernel.c`` (with its type-generic body ``_lif_kernel_body.h``), shipped next to this
+  file, compiled on first use with the system C compiler (``cc``, or ``$CC``; a second or two) and loaded with
+  :mod:`ctypes`, so no PyTorch headers are needed. One pass over memory per direction, a block of neurons at a time
+  over all T steps with its state in cache: the forward reads X and writes S (8 bytes per neuron-step in float32); the
+  backward recomputes :math:`\tilde U` from X instead of storing it, so only X is saved for backward, and reads X and g
+  and writes :math:`\delta` (12 bytes). Large tensors are split between ``torch.get_num_threads()`` threads. CPU,
+  float32 and float64.
 - ``"torch"``: the same recurrence with in-place PyTorch ops, used when there is no C compiler (Windows laptops),
   on GPU, for other dtypes, or with ``QPSNN_NATIVE=0``. It saves :math:`\tilde U` for the backward.
 
 ``implementation="auto"`` (the default) picks ``"native"`` when it can. :func:`native_status` says which is in use and
 why. Both are exact in the forward: spikes and membrane potentials are bit-identical to the readable loop.
+
+**The compiled library** is cached per user, keyed by a hash of the C source, the compiler, its flags and the
+platform: ``$QPSNN_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/qpsnn_lite``, else ``~/.cache/qpsnn_lite`` (created with
+mode 0o700; a folder named after the user id in the system's temporary folder if none can be created). Loading a
+library runs its code, so on POSIX systems the cache directory and the cached library must be owned by the current
+user and not writable by group or others; otherwise the native kernel is refused and :func:`native_status` says why.
+A new library is compiled in a private temporary folder inside the cache directory, loaded and self-tested there, and
+only then moved into place with :func:`os.replace`, so that concurrent processes never see half a file. A cached
+library that does not load or fails the self-test is rebuilt.
+
+Environment variables: ``QPSNN_NATIVE=0`` disables the native kernel (everything runs on PyTorch ops, as on a GPU);
+``QPSNN_CACHE_DIR`` chooses the cache directory; ``CC`` the C compiler.
 """
 from __future__ import annotations
 
@@ -54,6 +67,7 @@ import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -63,7 +77,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.autograd.function import once_differentiable
 
-from .neurons import SURROGATES, LIFState, check_lif_args
+from ._lif_common import RESETS, SURROGATES, LIFState, check_lif_args
 
 __all__ = ["lif_fused", "lif_fused_state", "native_status", "IMPLEMENTATIONS"]
 
@@ -204,135 +218,12 @@ def _surrogate_in_place(x, surrogate, alpha):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Native implementation: a C kernel compiled on first use, loaded with ctypes
+# Native implementation: _lif_kernel.c compiled on first use, cached per user, loaded with ctypes
 # --------------------------------------------------------------------------------------------------------------------
-# Templates instantiated for every dtype x reset x surrogate (x whether the membrane is an output), so that the
-# compiler sees constants and the inner loops have no branches left: they vectorise. Neurons are processed in blocks of
-# adjacent ones, each block over all T steps, so its state stays in cache (see _block_width). -ffp-contract=off keeps
-# `tau * u + x` rounded as PyTorch rounds it (no fused multiply-add): the spikes are bit-identical to the readable loop.
-_C_HEADER = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <math.h>
-"""
-_C_SURROGATE = r"""
-static inline SCALAR surrogate_SUFFIX(SCALAR v, const int kind, SCALAR alpha, SCALAR inv_alpha2)
-{
-    if (kind == 0) { const SCALAR a = alpha - FABS(v); return (a > 0 ? a : (SCALAR)0) * inv_alpha2; }  /* triangle */
-    if (kind == 1) {                                                                                  /* sigmoid */
-        const SCALAR sig = (SCALAR)1 / ((SCALAR)1 + EXP(-alpha * v));
-        return alpha * sig * ((SCALAR)1 - sig);
-    }
-    const SCALAR z = (SCALAR)1.5707963267948966 * alpha * v;                                          /* arctan */
-    return alpha / (SCALAR)2 / ((SCALAR)1 + z * z);
-}
-"""
-_C_FORWARD = r"""
-int lif_forward_NAME(const SCALAR *x, SCALAR *spikes, SCALAR *membrane, int64_t T, int64_t N,
-                     int64_t start, int64_t end, int64_t block, double tau_, double threshold_)
-{
-    const SCALAR tau = (SCALAR)tau_, threshold = (SCALAR)threshold_;
-    SCALAR *restrict u = (SCALAR *)malloc(sizeof(SCALAR) * (size_t)block);            /* U[t-1] of one block */
-    if (!u) return 1;
-    for (int64_t i = start; i < end; i += block) {
-        const int64_t w = end - i < block ? end - i : block;
-        for (int64_t j = 0; j < w; j++) u[j] = 0;
-        for (int64_t t = 0; t < T; t++) {
-            const SCALAR *restrict xt = x + t * N + i;
-            SCALAR *restrict st = spikes + t * N + i;
-            for (int64_t j = 0; j < w; j++) {
-                const SCALAR m = tau * u[j] + xt[j];                     /* U~[t], Eq. 1 */
-                const SCALAR s = (SCALAR)(m >= threshold);               /* S[t], Eq. 2 */
-                st[j] = s;
-                if (MEMBRANE) membrane[t * N + i + j] = m;
-                u[j] = HARD ? m * ((SCALAR)1 - s) : m - threshold * s;   /* U[t], Eq. 3 */
-            }
-        }
-    }
-    free(u);
-    return 0;
-}
-"""
-_C_BACKWARD = r"""
-int lif_backward_NAME(const SCALAR *x, const SCALAR *grad_spikes, const SCALAR *grad_membrane, SCALAR *grad_x,
-                      int64_t T, int64_t N, int64_t start, int64_t end, int64_t block,
-                      double tau_, double threshold_, double alpha_)
-{
-    const SCALAR tau = (SCALAR)tau_, threshold = (SCALAR)threshold_, alpha = (SCALAR)alpha_;
-    const SCALAR inv_alpha2 = (SCALAR)1 / (alpha * alpha);
-    SCALAR *scratch = (SCALAR *)malloc(sizeof(SCALAR) * (size_t)block * (size_t)(T + 2));
-    if (!scratch) return 1;
-    SCALAR *restrict u = scratch, *restrict carry = scratch + block;  /* U[t-1]; c[t] = dL/dU[t] */
-    SCALAR *restrict m = scratch + 2 * block;                          /* U~[t] of one block, all T steps */
-    for (int64_t i = start; i < end; i += block) {
-        const int64_t w = end - i < block ? end - i : block;
-        for (int64_t j = 0; j < w; j++) { u[j] = 0; carry[j] = 0; }
-        for (int64_t t = 0; t < T; t++) {                                /* recompute U~[t] from X */
-            const SCALAR *restrict xt = x + t * N + i;
-            SCALAR *restrict mt = m + t * block;
-            for (int64_t j = 0; j < w; j++) {
-                const SCALAR mm = tau * u[j] + xt[j];
-                const SCALAR s = (SCALAR)(mm >= threshold);
-                mt[j] = mm;
-                u[j] = HARD ? mm * ((SCALAR)1 - s) : mm - threshold * s;
-            }
-        }
-        for (int64_t t = T - 1; t >= 0; t--) {                           /* BPTT, t = T-1 ... 0 */
-            const SCALAR *restrict gt = grad_spikes + t * N + i;
-            SCALAR *restrict dt = grad_x + t * N + i;
-            const SCALAR *restrict mt = m + t * block;
-            for (int64_t j = 0; j < w; j++) {
-                const SCALAR mm = mt[j];
-                const SCALAR sg = surrogate_SUFFIX(mm - threshold, KIND, alpha, inv_alpha2);
-                const SCALAR keep = (SCALAR)1 - (SCALAR)(mm >= threshold);            /* 1 - S[t] */
-                const SCALAR through_reset = HARD ? keep - mm * sg : (SCALAR)1 - threshold * sg;  /* dU/dU~ */
-                SCALAR d = gt[j] * sg + carry[j] * through_reset;                       /* delta[t] */
-                if (GRAD_MEMBRANE) d += grad_membrane[t * N + i + j];
-                dt[j] = d;
-                carry[j] = tau * d;                                                      /* c[t-1] */
-            }
-        }
-    }
-    free(scratch);
-    return 0;
-}
-"""
-_DTYPES = {torch.float32: ("float", "f32", "expf", "fabsf"), torch.float64: ("double", "f64", "exp", "fabs")}
-
-
-def _kernel_name(direction, dtype, reset, surrogate=None, with_membrane=False):
-    """The C function for one configuration, e.g. ``lif_backward_f32_hard_triangle``."""
-    parts = [f"lif_{direction}", _DTYPES[dtype][1], reset] + ([surrogate] if surrogate else [])
-    return "_".join(parts) + ("_membrane" if with_membrane else "")
-
-
-def _c_source():
-    parts = [_C_HEADER]
-    for dtype, (scalar, suffix, exp, fabs) in _DTYPES.items():
-        typed = {"SCALAR": scalar, "SUFFIX": suffix, "FABS": fabs, "EXP": exp}
-        parts.append(_substitute(_C_SURROGATE, typed))
-        for reset in ("hard", "soft"):
-            for with_membrane in (False, True):
-                constants = {"HARD": str(int(reset == "hard")), "MEMBRANE": str(int(with_membrane))}
-                name = _kernel_name("forward", dtype, reset, with_membrane=with_membrane)
-                parts.append(_substitute(_C_FORWARD, {**typed, **constants, "NAME": name[len("lif_forward_"):]}))
-                for kind, surrogate in enumerate(SURROGATES):
-                    constants = {"HARD": str(int(reset == "hard")), "KIND": str(kind),
-                                 "GRAD_MEMBRANE": str(int(with_membrane))}
-                    name = _kernel_name("backward", dtype, reset, surrogate, with_membrane)
-                    parts.append(_substitute(_C_BACKWARD, {**typed, **constants, "NAME": name[len("lif_backward_"):]}))
-    return "".join(parts)
-
-
-def _substitute(template, values):
-    for key in sorted(values, key=len, reverse=True):  # longest first: GRAD_MEMBRANE before MEMBRANE
-        template = template.replace(key, values[key])
-    return template
-
-
-_C_SOURCE = _c_source()
-# Portable flags: no -march=native, so a cache shared between machines is safe. -fno-trapping-math lets the compiler
-# vectorise the selects (it changes no value); -ffp-contract=off forbids fused multiply-adds (see above).
+_KERNEL_SOURCES = ("_lif_kernel.c", "_lif_kernel_body.h")  # package data, next to this file
+_DTYPES = {torch.float32: "f32", torch.float64: "f64"}  # the dtypes of the C kernels and their symbol suffixes
+# Portable flags: no -march=native, so a library built on one machine runs on any CPU of the same architecture.
+# -ffp-contract=off forbids fused multiply-adds (exactness); -fno-trapping-math lets the selects vectorise.
 _C_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC"]
 _PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, one thread: handing work to a pool costs more than it saves
 _HUGE_PAGE_MIN_BYTES = 4 << 20
@@ -340,6 +231,12 @@ _HUGE_PAGE_MIN_BYTES = 4 << 20
 _lock = threading.Lock()
 _native: tuple | None = None  # (library or None, path or reason), built once per process
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (process id, pool)
+
+
+def _kernel_name(direction, dtype, reset, surrogate=None, with_membrane=False):
+    """The C function for one configuration, e.g. ``lif_backward_f32_hard_triangle``."""
+    parts = [f"lif_{direction}", _DTYPES[dtype], reset] + ([surrogate] if surrogate else [])
+    return "_".join(parts) + ("_membrane" if with_membrane else "")
 
 
 def _native_library():
@@ -351,66 +248,133 @@ def _native_library():
     return _native
 
 
+class _Refused(Exception):
+    """The cache directory or a cached library is not safe to use; the message says why."""
+
+
 def _build_native():
+    """``(library, path)``, or ``(None, reason)`` when the PyTorch implementation must be used instead."""
     if os.environ.get("QPSNN_NATIVE", "1") == "0":
         return None, "disabled by QPSNN_NATIVE=0"
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         return None, "no C compiler found (install gcc or clang, or set CC)"
-    key = "\n".join([_C_SOURCE, " ".join(_C_FLAGS), os.path.realpath(compiler), sys.platform, platform.machine()])
-    name = f"lif_kernel_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     try:
-        path = _cached_build(compiler, name)
-        lib = ctypes.CDLL(path)
-        pointer, i64, f64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        for dtype in _DTYPES:
-            for reset in ("hard", "soft"):
-                for with_membrane in (False, True):
-                    forward = getattr(lib, _kernel_name("forward", dtype, reset, with_membrane=with_membrane))
-                    forward.argtypes = [pointer, pointer, pointer, i64, i64, i64, i64, i64, f64, f64]
-                    forward.restype = c_int
-                    for surrogate in SURROGATES:
-                        backward = getattr(lib, _kernel_name("backward", dtype, reset, surrogate, with_membrane))
-                        backward.argtypes = [pointer, pointer, pointer, pointer, i64, i64, i64, i64, i64, f64, f64,
-                                             f64]
-                        backward.restype = c_int
-        _self_test(lib)
+        sources = _read_sources()
+        directory = _cache_directory()
+        path = os.path.join(directory, _library_name(sources, compiler))
+        lib = None
+        if os.path.exists(path):
+            _check_private(path, directory=False)
+            try:
+                lib = _load(path)
+            except Exception:  # a truncated or stale file of ours: rebuilt below, replacing it
+                lib = None
+        if lib is None:
+            lib = _compile_and_load(compiler, sources, directory, path)
+    except _Refused as error:
+        return None, f"native kernel refused: {error}"
     except Exception as error:  # any failure (compiler, loader, self-test) means: use the PyTorch implementation
-        return None, f"native kernel unavailable ({type(error).__name__}: {str(error)[:200]})"
+        return None, f"native kernel unavailable ({type(error).__name__}: {str(error)[:300]})"
     return lib, path
 
 
-def _cached_build(compiler, name):
-    for directory in _cache_directories():
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            return path
+def _read_sources():
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = {}
+    for name in _KERNEL_SOURCES:
         try:
-            os.makedirs(directory, exist_ok=True)
-            build = tempfile.mkdtemp(dir=directory)
-        except OSError:
-            continue  # read-only or unusable directory: try the next one
-        try:
-            source, target = os.path.join(build, "lif_kernel.c"), os.path.join(build, name)
-            with open(source, "w") as handle:
-                handle.write(_C_SOURCE)
-            result = subprocess.run([compiler, *_C_FLAGS, source, "-o", target, "-lm"], capture_output=True,
-                                    text=True, timeout=120)
-            if result.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-300:]}")
-            os.replace(target, path)  # atomic: a concurrent process sees no library or the whole library
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-        return path
-    raise OSError("no writable cache directory for the compiled kernel (set QPSNN_CACHE_DIR)")
+            with open(os.path.join(here, name), encoding="utf-8") as handle:
+                sources[name] = handle.read()
+        except OSError as error:
+            raise FileNotFoundError(f"kernel source {name} not found next to fused.py (not installed as package "
+                                    f"data?): {error}") from None
+    return sources
 
 
-def _cache_directories():
+def _library_name(sources, compiler):
+    """The cache key: a hash of the C source, the compiler, its flags and the platform."""
+    key = "\n".join([*sources.values(), " ".join(_C_FLAGS), os.path.realpath(compiler), sys.platform,
+                     platform.machine()])
+    return f"lif_kernel_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+
+
+def _cache_directory():
+    """``$QPSNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/qpsnn_lite``, else ``~/.cache/qpsnn_lite``, created with mode 0o700
+    if missing; a temporary folder named after the user if none of them can be created. The first one that exists or
+    can be created must pass :func:`_check_private`, else the native kernel is refused."""
+    candidates = []
     if os.environ.get("QPSNN_CACHE_DIR"):
-        yield os.environ["QPSNN_CACHE_DIR"]
+        candidates.append(os.environ["QPSNN_CACHE_DIR"])
     cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    yield os.path.join(cache_home, "qpsnn_lite")
-    yield os.path.join(tempfile.gettempdir(), f"qpsnn_lite_{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    candidates.append(os.path.join(cache_home, "qpsnn_lite"))
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    candidates.append(os.path.join(tempfile.gettempdir(), f"qpsnn_lite_{user}"))
+    for directory in candidates:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError:
+            continue  # cannot be created here (read-only home, ...): try the next one
+        _check_private(directory, directory=True)
+        return directory
+    raise OSError(f"no usable cache directory for the compiled kernel among {candidates} (set QPSNN_CACHE_DIR)")
+
+
+def _check_private(path, directory):
+    """Raise :class:`_Refused` unless ``path`` is a directory (resp. regular file) owned by the current user and not
+    writable by group or others. Anyone who can write there could make this process load their code. POSIX only:
+    Windows has no owner ids or mode bits to compare."""
+    if os.name != "posix":
+        return
+    info = os.stat(path)
+    what = "cache directory" if directory else "cached library"
+    if not (stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)):
+        raise _Refused(f"{what} {path} is not a {'directory' if directory else 'regular file'}")
+    if info.st_uid != os.getuid():
+        raise _Refused(f"{what} {path} is owned by uid {info.st_uid}, not by this user (uid {os.getuid()})")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _Refused(f"{what} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
+                       f"run chmod go-w on it, or remove it")
+
+
+def _compile_and_load(compiler, sources, directory, path):
+    """Compile into a private temporary folder inside ``directory``, load and self-test the result, then move it to
+    ``path`` with :func:`os.replace` (atomic: a concurrent process sees no library or the whole library). The library is
+    loaded under its unique temporary name, so a stale library of the same final name loaded earlier is not reused."""
+    build = tempfile.mkdtemp(prefix=".build_", dir=directory)  # mode 0o700, unique
+    try:
+        for name, text in sources.items():
+            with open(os.path.join(build, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
+        target = os.path.join(build, os.path.basename(path))
+        result = subprocess.run([compiler, *_C_FLAGS, os.path.join(build, _KERNEL_SOURCES[0]), "-o", target, "-lm"],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-300:]}")
+        os.chmod(target, 0o700)  # whatever the umask: not writable by group or others, so later runs accept it
+        lib = _load(target)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return lib
+
+
+def _load(path):
+    """Load the library, declare the argument types of every kernel, run :func:`_self_test`."""
+    lib = ctypes.CDLL(path)
+    pointer, i64, f64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    for dtype in _DTYPES:
+        for reset in RESETS:
+            for with_membrane in (False, True):
+                forward = getattr(lib, _kernel_name("forward", dtype, reset, with_membrane=with_membrane))
+                forward.argtypes = [pointer, pointer, pointer, i64, i64, i64, i64, i64, f64, f64]
+                forward.restype = c_int
+                for surrogate in SURROGATES:
+                    backward = getattr(lib, _kernel_name("backward", dtype, reset, surrogate, with_membrane))
+                    backward.argtypes = [pointer, pointer, pointer, pointer, i64, i64, i64, i64, i64, f64, f64, f64]
+                    backward.restype = c_int
+    _self_test(lib)
+    return lib
 
 
 def _self_test(lib):
@@ -419,7 +383,7 @@ def _self_test(lib):
     for dtype in _DTYPES:
         x = torch.randn(5, 3, 37, generator=generator, dtype=dtype) + 0.6
         grad = torch.randn(x.shape, generator=generator, dtype=dtype)
-        for reset in ("hard", "soft"):
+        for reset in RESETS:
             spikes, membrane = _native_forward(x, 0.7, 1.0, reset, True, lib)
             expected_spikes, expected_membrane = _torch_forward(x, 0.7, 1.0, reset)
             grad_x = _native_backward(x, grad, None, 0.7, 1.0, "triangle", 1.0, reset, lib)

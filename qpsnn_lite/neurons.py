@@ -16,14 +16,22 @@ the paper's STBP rule (Eq. 14). The Heaviside step :math:`\Theta` has a zero der
 backward pass uses a surrogate: the triangle of the paper (App. D, :math:`a = 1`), a sigmoid or an arctan.
 
 Tensors are laid out ``[T, B, ...]``: time first, then batch, then any feature shape.
+
+Layering: the names of the surrogates and resets, :class:`LIFState` and the argument checks live in the private module
+``qpsnn_lite._lif_common`` (re-exported here), so that both this module and :mod:`qpsnn_lite.fused` import them and
+this module can import ``fused`` (the default time loop of :class:`LIF`) without an import cycle.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from ._lif_common import RESETS, SURROGATES, LIFState, check_lif_args
+from ._lif_common import check_params as _check_params
+from ._lif_common import check_surrogate as _check_surrogate
+from .fused import lif_fused
 
 __all__ = [
     "SURROGATES",
@@ -33,10 +41,9 @@ __all__ = [
     "lif_multistep_state",
     "LIFState",
     "LIF",
+    "surrogate_derivative",
 ]
 
-SURROGATES = ("triangle", "sigmoid", "arctan")
-RESETS = ("hard", "soft")
 BACKENDS = ("fused", "reference")  # how lif_multistep / LIF run the time loop (same numbers)
 
 
@@ -87,16 +94,6 @@ def spike(x: torch.Tensor, surrogate: str = "triangle", alpha: float = 1.0) -> t
 # --------------------------------------------------------------------------------------------------------------------
 # Multi-step LIF, functional form
 # --------------------------------------------------------------------------------------------------------------------
-class LIFState(NamedTuple):
-    """Everything a multi-step LIF pass produced, each ``[T, B, ...]``.
-
-    ``spikes`` are S[t]; ``membrane`` is the pre-reset potential U~[t] (what the SCA criterion of chapter 05 scores).
-    """
-
-    spikes: torch.Tensor
-    membrane: torch.Tensor
-
-
 def lif_multistep_state(
     x: torch.Tensor,
     tau: float = 0.5,
@@ -142,8 +139,6 @@ def lif_multistep(
     if backend == "reference":
         return lif_multistep_state(x, tau, threshold, surrogate, alpha, reset).spikes
     if backend == "fused":
-        from .fused import lif_fused  # imported here: fused.py builds on this module
-
         return lif_fused(x, tau, threshold, surrogate, alpha, reset)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -203,43 +198,3 @@ class LIF(nn.Module):
             f"tau={self.tau}, threshold={self.threshold}, surrogate={self.surrogate!r}, "
             f"alpha={self.alpha}, reset={self.reset!r}"
         ) + ("" if getattr(self, "backend", "fused") == "fused" else f", backend={self.backend!r}")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------------------------------------------------
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_surrogate(surrogate: str, alpha: float) -> None:
-    if surrogate not in SURROGATES:
-        raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate!r}")
-    if not _is_real(alpha) or alpha <= 0:
-        raise ValueError(f"alpha (the surrogate width) must be a number > 0, got {alpha!r}")
-
-
-def _check_params(tau, threshold, surrogate, alpha, reset) -> None:
-    if not _is_real(tau) or not 0 < tau <= 1:
-        raise ValueError(f"tau (the leak factor) must be a number in (0, 1], got {tau!r}; the paper's code uses 0.5")
-    if not _is_real(threshold) or threshold <= 0:
-        raise ValueError(f"threshold must be a number > 0, got {threshold!r}; the paper's code uses 1.0")
-    _check_surrogate(surrogate, alpha)
-    if reset not in RESETS:
-        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
-
-
-def check_lif_args(x, tau, threshold, surrogate, alpha, reset) -> None:
-    """Validate the input current and the LIF parameters (shared by every LIF implementation)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape [T, B, ...], got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(
-            f"x must have a time axis and a batch axis, shape [T, B, ...], got shape {tuple(x.shape)}; "
-            "for a single sample use x.unsqueeze(1), for a static image repeat it over T first"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("x has T = 0 time steps; give at least one")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    _check_params(tau, threshold, surrogate, alpha, reset)

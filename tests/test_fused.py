@@ -2,9 +2,17 @@
 
 The reference loop, differentiated by PyTorch's autograd, is the oracle: spikes and membrane potentials must be
 bit-identical, gradients equal to rounding. Both implementations of the fused node are tested: ``"torch"`` (in-place
-PyTorch ops) and ``"native"`` (the C kernel; skipped when this machine has no C compiler).
+PyTorch ops) and ``"native"`` (the C kernel; skipped when this machine has no C compiler). The last part tests the
+build cache of the C kernel: private to the user, keyed by the source, refusing a library someone else could have put
+there, rebuilding a corrupt one.
 """
 from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import stat
+import subprocess
 
 import pytest
 import torch
@@ -200,3 +208,133 @@ def test_digits_cnn_same_with_either_backend():
     torch.testing.assert_close(results[0][0], results[1][0])
     for reference_grad, fused_grad in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(fused_grad, reference_grad, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The build cache: private to the user, keyed by the source, never loading someone else's library
+# --------------------------------------------------------------------------------------------------------------------
+POSIX_ONLY = pytest.mark.skipif(os.name != "posix", reason="owner ids and mode bits are checked on POSIX only")
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    """A fresh cache directory (not yet created) and a fresh build decision; the process's is restored afterwards."""
+    directory = tmp_path / "cache" / "qpsnn_lite"
+    monkeypatch.setenv("QPSNN_CACHE_DIR", str(directory))
+    monkeypatch.delenv("QPSNN_NATIVE", raising=False)
+    monkeypatch.setattr(fused, "_native", None)
+    return directory
+
+
+def _cached_library(directory):
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return directory / fused._library_name(fused._read_sources(), compiler)
+
+
+def _fake_owner(monkeypatch, path):
+    """Make os.stat report ``path`` as owned by another user."""
+    real_stat = os.stat
+
+    def fake_stat(target, *args, **kwargs):
+        result = real_stat(target, *args, **kwargs)
+        if os.fspath(target) == os.fspath(path):
+            fields = list(result[:10])
+            fields[4] = result.st_uid + 1  # st_uid
+            return os.stat_result(fields)
+        return result
+
+    monkeypatch.setattr(os, "stat", fake_stat)
+
+
+def _recording_loader(monkeypatch):
+    loaded, real_cdll = [], ctypes.CDLL
+
+    def cdll(name, *args, **kwargs):
+        loaded.append(os.fspath(name))
+        return real_cdll(name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    return loaded
+
+
+@POSIX_ONLY
+@pytest.mark.skipif(not NATIVE_AVAILABLE, reason="no native kernel on this machine")
+def test_fresh_build_is_private_and_reused(cache):
+    library, path = fused._build_native()
+    assert library is not None, path
+    assert os.path.dirname(path) == str(cache) and os.path.basename(path).startswith("lif_kernel_")
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert not os.stat(path).st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    assert os.listdir(cache) == [os.path.basename(path)]  # the private build folder is gone
+    before = os.stat(path).st_mtime_ns
+    assert fused._build_native()[1] == path and os.stat(path).st_mtime_ns == before  # loaded, not rebuilt
+    assert fused.native_status() == f"native: {path}"
+
+
+@POSIX_ONLY
+def test_cache_directory_writable_by_others_is_refused(cache):
+    cache.mkdir(parents=True)
+    cache.chmod(0o777)
+    assert fused._build_native()[0] is None
+    status = fused.native_status()
+    assert status.startswith("torch: native kernel refused: cache directory")
+    assert "writable by group or others" in status
+    x = _input((3, 2, 5), torch.float32, 9)
+    assert torch.equal(fused.lif_fused(x), neurons.lif_multistep_state(x).spikes)  # "auto" runs on PyTorch ops
+    with pytest.raises(RuntimeError, match="writable by group or others"):
+        fused.lif_fused(x, implementation="native")
+
+
+@POSIX_ONLY
+def test_cache_directory_of_another_user_is_refused(cache, monkeypatch):
+    cache.mkdir(parents=True, mode=0o700)
+    _fake_owner(monkeypatch, cache)
+    library, reason = fused._build_native()
+    assert library is None and "cache directory" in reason and "is owned by uid" in reason
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("problem", ["other owner", "group-writable"])
+def test_foreign_cached_library_is_not_loaded(cache, monkeypatch, problem):
+    cache.mkdir(parents=True, mode=0o700)
+    planted = _cached_library(cache)
+    planted.write_bytes(b"\x7fELF not really a library")
+    planted.chmod(0o700)
+    if problem == "other owner":
+        _fake_owner(monkeypatch, planted)
+    else:
+        planted.chmod(0o770)
+    loaded = _recording_loader(monkeypatch)
+    library, reason = fused._build_native()
+    assert library is None and reason.startswith("native kernel refused: cached library")
+    assert ("is owned by uid" if problem == "other owner" else "writable by group or others") in reason
+    assert loaded == [] and planted.read_bytes() == b"\x7fELF not really a library"  # neither loaded nor replaced
+
+
+@POSIX_ONLY
+@pytest.mark.skipif(not NATIVE_AVAILABLE, reason="no native kernel on this machine")
+def test_corrupt_or_wrong_cached_library_is_rebuilt(cache, monkeypatch):
+    cache.mkdir(parents=True, mode=0o700)
+    target = _cached_library(cache)
+    # 1. garbage under the library's name: it does not load, a fresh build replaces it
+    target.write_bytes(b"garbage")
+    target.chmod(0o700)
+    library, path = fused._build_native()
+    assert library is not None and path == str(target) and target.read_bytes()[:4] == b"\x7fELF"
+    # 2. a real library that computes something else (the leak sign flipped): the self-test rejects it
+    wrong = cache / "wrong"
+    wrong.mkdir()
+    for name, text in fused._read_sources().items():
+        (wrong / name).write_text(text.replace("tau * u[j] + xt[j]", "tau * u[j] - xt[j]"))
+    compiler = os.environ.get("CC") or shutil.which("cc")
+    subprocess.run([compiler, *fused._C_FLAGS, str(wrong / "_lif_kernel.c"), "-o", str(target), "-lm"], check=True)
+    target.chmod(0o700)
+    shutil.rmtree(wrong)
+    with pytest.raises(RuntimeError, match="self-test failed"):
+        fused._load(str(target))
+    sabotaged = target.read_bytes()
+    library, path = fused._build_native()
+    assert library is not None and path == str(target) and target.read_bytes() != sabotaged
+    x = _input((4, 3, 50), torch.float64, 11)
+    assert torch.equal(fused._native_forward(x, 0.5, 1.0, "hard", False, library)[0],
+                       neurons.lif_multistep_state(x).spikes)

@@ -372,3 +372,73 @@ def test_lif_deepcopy_is_independent_and_equal():
     assert_close(clone(x), lif(x))
     clone.tau = 1.0
     assert lif.tau == 0.25
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The fused node's PyTorch-ops implementation (the one that runs on a GPU), on CPU with the native kernel disabled
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def native_disabled(monkeypatch):
+    """QPSNN_NATIVE=0 and a fresh build decision, so that implementation="auto" takes the PyTorch-ops path exactly as
+    it does on CUDA; the previous decision is restored afterwards."""
+    from qpsnn_lite import fused
+
+    monkeypatch.setenv("QPSNN_NATIVE", "0")
+    monkeypatch.setattr(fused, "_native", None)
+    assert fused.native_status() == "torch: disabled by QPSNN_NATIVE=0"
+    return fused
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("surrogate", ["triangle", "sigmoid", "arctan"])
+def test_fused_torch_ops_path_matches_reference(native_disabled, surrogate, reset, dtype):
+    """Spikes and membrane bit-identical to the hand-unrolled oracle, gradients (through both outputs, and through the
+    spikes only, via LIF's default backend) equal to rounding."""
+    fused = native_disabled
+    alpha = SURROGATE_ALPHA[surrogate]
+    for i, (tau, theta, T, shape) in enumerate(_cases()):
+        where = f"tau={tau} theta={theta} T={T} shape={shape}"
+        x = _input(T, shape, theta, dtype, seed=i)
+        x_ref = x.detach().clone().requires_grad_(True)
+        g = torch.Generator().manual_seed(2000 + i)
+        w_spikes = torch.randn(x.shape, generator=g, dtype=dtype)
+        w_membrane = torch.randn(x.shape, generator=g, dtype=dtype)
+        spikes, membrane = fused.lif_fused_state(x, tau, theta, surrogate, alpha, reset)  # "auto": torch ops here
+        spikes_ref, membrane_ref = reference_lif(x_ref, tau, theta, surrogate, alpha, reset)
+        assert torch.equal(spikes, spikes_ref), f"spikes, {where}"
+        assert torch.equal(membrane, membrane_ref), f"membrane, {where}"
+        ((spikes * w_spikes).sum() + (membrane * w_membrane).sum()).backward()
+        ((spikes_ref * w_spikes).sum() + (membrane_ref * w_membrane).sum()).backward()
+        assert_close(x.grad, x_ref.grad, msg=lambda m: f"grad, {where}: {m}")
+
+        x_module = x.detach().clone().requires_grad_(True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        lif = LIF(tau=tau, threshold=theta, surrogate=surrogate, alpha=alpha, reset=reset)  # backend="fused"
+        (lif(x_module) * w_spikes).sum().backward()
+        (reference_lif(x_ref, tau, theta, surrogate, alpha, reset)[0] * w_spikes).sum().backward()
+        assert_close(x_module.grad, x_ref.grad, msg=lambda m: f"spikes-only grad, {where}: {m}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Layering: neurons imports fused at the top, fused does not import neurons
+# ----------------------------------------------------------------------------------------------------------------------
+def test_imports_are_acyclic_and_at_module_level():
+    import ast
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    package = pathlib.Path(neurons.__file__).parent
+    for name in ("neurons.py", "fused.py", "_lif_common.py"):
+        tree = ast.parse((package / name).read_text())
+        top_level = set(tree.body)
+        nested = [node.lineno for node in ast.walk(tree)
+                  if isinstance(node, (ast.Import, ast.ImportFrom)) and node not in top_level]
+        assert not nested, f"{name} imports inside a function (line {nested})"
+    code = ("import sys, qpsnn_lite.fused; assert 'qpsnn_lite.neurons' not in sys.modules; "
+            "import qpsnn_lite._lif_common as c; assert not [m for m in sys.modules if m.startswith('qpsnn_lite.') "
+            "and m not in ('qpsnn_lite.fused', 'qpsnn_lite._lif_common')]")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=package.parent,
+                   env={**os.environ, "PYTHONPATH": str(package.parent)})
