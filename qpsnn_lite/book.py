@@ -60,7 +60,7 @@ def setup(seed: int = 0, device: str | torch.device | None = None, quiet: bool =
     and whose ``elapsed()`` reports the chapter's run time.
     """
     try:
-        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        from matplotlib_inline.backend_inline import set_matplotlib_formats  # optional: IPython kernels only
     except ImportError:  # outside IPython (a plain script): nothing to configure
         pass
     else:
