@@ -4,12 +4,61 @@ Pattern (``WIDGETS.md`` of the design notes): render one small figure per slider
 wrap each as an ``ipywidgets.Image`` inside an ``ipywidgets.Stack``, and link the slider's ``index`` to the stack's
 ``selected_index`` on the client side with ``jslink``. In Jupyter and Colab it responds at once; in the rendered book the
 saved widget state does the same without a kernel. Used from chapter 01 on.
+
+Works on ipywidgets 7.7 (what a Colab runtime ships and imports at kernel start, so the package must not upgrade it)
+and 8.x (what the book is built with). ``Stack`` exists only in 8.x; on 7.x the same role is played by an
+``Accordion`` whose headers are hidden with a CSS class (a hidden ``HTML`` widget holding the ``<style>`` rule travels
+with the widget), and its ``selected_index`` is ``jslink``-ed to the slider exactly as the stack's is: the open child
+changes in the browser, without a kernel round trip. (Not a ``Tab``: ipywidgets 7's ``TabView`` loses its selected
+child when nested in another ``Tab``, as in :func:`grid_stack` (seen with html-manager 0.20), and then shows no image
+until the slider moves.) If the style rule is ever not applied, the headers show the slider's labels and clicking one
+moves the slider.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 __all__ = ["slider_stack", "grid_stack"]
+
+#: CSS class of the ``Accordion`` that stands in for ``Stack`` on ipywidgets 7 (its headers are hidden). Not
+#: ``qpsnn-stack-...``: that prefix marks the images (``tools/browser_check.py`` looks for it).
+FALLBACK_CLASS = "qpsnn-headless"
+#: The rule that hides those headers and the contents' frame (ipywidgets 7's Phosphor classes ``p-``, Lumino's ``lm-``).
+FALLBACK_CSS = (
+    f".{FALLBACK_CLASS} > .p-Collapse > .p-Collapse-header, .{FALLBACK_CLASS} > .lm-Collapse > .lm-Collapse-header "
+    "{display: none !important;}\n"
+    f".{FALLBACK_CLASS} > .p-Collapse > .p-Collapse-contents, .{FALLBACK_CLASS} > .lm-Collapse > .lm-Collapse-contents "
+    "{border: none !important; padding: 0 !important;}"
+)
+
+
+def _has_stack() -> bool:
+    """True on ipywidgets 8.x, which has ``Stack``; False on 7.x. (A function so that tests can try the 7.x path.)"""
+    import ipywidgets as w
+
+    return hasattr(w, "Stack")
+
+
+def _selector(children: list, titles: list[str], start: int):
+    """A container that shows only ``children[selected_index]``, starting at ``start``; returns it and extra widgets.
+
+    ipywidgets 8: a ``Stack`` (nothing extra). ipywidgets 7: an ``Accordion`` with the class :data:`FALLBACK_CLASS`,
+    titled like the slider's positions, plus the hidden ``HTML`` widget carrying :data:`FALLBACK_CSS`, to display beside
+    it.
+    """
+    import ipywidgets as w
+
+    if _has_stack():
+        stack = w.Stack(children)
+        stack.selected_index = start
+        return stack, []
+    accordion = w.Accordion(children=children)
+    for i, title in enumerate(titles):
+        accordion.set_title(i, title)
+    accordion.add_class(FALLBACK_CLASS)
+    accordion.selected_index = start
+    style = w.HTML(value=f"<style>{FALLBACK_CSS}</style>", layout=w.Layout(display="none"))
+    return accordion, [style]
 
 
 def slider_stack(
@@ -22,7 +71,9 @@ def slider_stack(
 ):
     """A ``SelectionSlider`` over ``values`` showing ``render(v)`` (a matplotlib ``Figure``) for the chosen value.
 
-    All figures are rendered now, so the widget also works without a kernel. Returns the ``VBox`` to display.
+    All figures are rendered now, so the widget also works without a kernel. Returns the ``VBox`` to display: its
+    children are the slider and the stack (ipywidgets 8: ``Stack``; 7: an ``Accordion`` without headers, then the
+    hidden style widget), the slider's ``index`` ``jslink``-ed to the stack's ``selected_index``.
     """
     import ipywidgets as w
 
@@ -36,14 +87,14 @@ def slider_stack(
         image = w.Image(value=to_png(render(v), dpi=dpi), format="png")
         image.add_class(f"qpsnn-stack-{i}")
         images.append(image)
-    stack = w.Stack(images)
-    options = [(readout(v), i) for i, v in enumerate(values)]
+    labels = [readout(v) for v in values]
+    options = [(label, i) for i, label in enumerate(labels)]
     start = values.index(value) if value is not None else 0
+    stack, extra = _selector(images, labels, start)
     slider = w.SelectionSlider(options=options, index=start, description=description,
                                style={"description_width": "initial"}, layout=w.Layout(width="420px"))
-    stack.selected_index = start
     w.jslink((slider, "index"), (stack, "selected_index"))
-    return w.VBox([slider, stack])
+    return w.VBox([slider, stack, *extra])
 
 
 def grid_stack(
@@ -54,7 +105,7 @@ def grid_stack(
     """Like :func:`slider_stack` with two controls: a slider over the first axis and toggle buttons over the second.
 
     ``axes`` maps two control names to their values; ``render(a, b)`` returns a Figure. Implemented as a ``Tab`` of
-    slider stacks (one tab per value of the second axis), so it too works without a kernel.
+    slider stacks (one tab per value of the second axis), so it too works without a kernel (on ipywidgets 7 and 8).
     """
     import ipywidgets as w
 
