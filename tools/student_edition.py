@@ -115,8 +115,13 @@ def required_names(nb, solution, check):
 
 
 def _code(nb, i):
-    cell = nb.cells[i]
-    return cell.source.replace("%pip", "pass  # %pip") if cell.cell_type == "code" else ""
+    """A code cell's source as plain Python: IPython's magics and shell escapes (``%pip``, ``!python``) become
+    ``pass``."""
+    lines = nb.cells[i].source.splitlines()
+    return "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+        for line in lines
+    )
 
 
 def premature_names(nb, solution, check):
@@ -187,7 +192,7 @@ def build(notebooks, out, *, quiet=False):
         if not quiet:
             found = exercises(nb)
             checked = sum(check is not None for _, check in found.values())
-            print(f"{released[-1].relative_to(out)}: {len(found)} exercises, {checked} autograded")
+            print(f"{released[-1].relative_to(out)}: {len(found)} solution cells, {checked} autograded")
     return released
 
 
