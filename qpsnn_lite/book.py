@@ -86,7 +86,13 @@ def setup(seed: int = 0, device: str | torch.device | None = None, quiet: bool =
 
 
 def glue(name: str, value, display: bool = True) -> None:
-    """``myst_nb.glue`` when the book's tools are installed; elsewhere print the value if ``display``."""
+    """``myst_nb.glue`` when the book's tools are installed; elsewhere print the value if ``display``.
+
+    A NumPy or PyTorch scalar is glued as the Python number it holds, so that ``{glue:text}`name:.1f``` can
+    format it (the stored text of ``np.float64(3.0)`` is not a number the book's formatter reads).
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue  # optional: only the book's build environment has myst-nb
     except ImportError:

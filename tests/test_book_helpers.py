@@ -48,3 +48,19 @@ def test_clock_differences_are_wall_and_cpu_seconds():
     sum(i * i for i in range(20000))
     spent = book.clock() - start
     assert spent.shape == (2,) and (spent >= 0).all()
+
+
+def test_numpy_and_torch_scalars_are_glued_as_python_numbers(monkeypatch):
+    import numpy as np
+    import torch
+
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    book.glue("np", np.float64(398.0), display=False)
+    book.glue("torch", torch.tensor(3), display=False)
+    book.glue("array", np.array([1.0, 2.0]), display=False)
+    assert type(glued["np"]) is float and glued["np"] == 398.0
+    assert type(glued["torch"]) is int and glued["torch"] == 3
+    assert isinstance(glued["array"], np.ndarray)  # not a scalar: glued as it is
