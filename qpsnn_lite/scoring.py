@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import batch_inputs, check_batches
+from ._checks import batch_inputs, check_batches, check_finite_inputs, check_finite_model
 from ._hooks import hooked
 from .criteria import CRITERIA, SCORE, Criterion, LayerActivity, _check_eps
 from .layers import PrunableLayer, prunable_layers
@@ -52,6 +52,7 @@ def _collect(model: nn.Module, loader, functions: Mapping[str, Callable], needs_
     """Run the per-sample ``functions`` (a criterion and its tie-break statistic, by name) over ``batches``
     mini-batches; keep only per-batch sums over samples (never the spikes)."""
     layers = prunable_layers(model)
+    check_finite_model(model, "score")
     generator = torch.Generator().manual_seed(int(seed))
     sums = {key: {layer.name: [] for layer in layers} for key in functions}
     if not needs_data:  # l1, random: no forward pass at all
@@ -83,10 +84,12 @@ def _collect(model: nn.Module, loader, functions: Mapping[str, Callable], needs_
     device = next(model.parameters()).device
     sizes: list[int] = []
     with hooked(model, hooks, mode="eval"), torch.no_grad():
-        for batch in itertools.islice(loader, batches):  # never pulls a batch it will not use
+        for index, batch in enumerate(itertools.islice(loader, batches)):  # never pulls a batch it will not use
             seen.clear()
             sizes_seen.clear()
-            model(batch_inputs(batch).to(device))
+            inputs = batch_inputs(batch).to(device)
+            check_finite_inputs(inputs, f"batch {index} of the loader")
+            model(inputs)
             wrong = {layer.name: seen.get(layer.name, 0) for layer in layers if seen.get(layer.name, 0) != 1}
             if wrong or len(sizes_seen) != 1:
                 raise RuntimeError(f"every prunable layer's LIF must run exactly once per forward pass, on one "

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ._checks import check_finite_inputs, check_finite_model
 from ._hooks import hooked
 from ._io import atomic_path
 
@@ -89,10 +90,12 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
     """Return ``(accuracy, mean cross-entropy loss)`` of ``model`` on ``loader``, in eval mode. Chapter 02."""
     _check_loader(loader, "loader")
     device = torch.device(device) if device is not None else _device_of(model)
+    check_finite_model(model, "evaluate")
     correct, total, loss_sum = 0, 0, 0.0
     with hooked(model, mode="eval"):  # every module's mode is restored afterwards, also on an error
-        for inputs, labels in loader:
+        for batch_index, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(device), labels.to(device)
+            check_finite_inputs(inputs, f"batch {batch_index} of the loader")
             logits = model(inputs)
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
@@ -150,6 +153,7 @@ def fit(
         model.to(device)
     device = _device_of(model)
 
+    check_finite_model(model, "train")
     groups = _param_groups(model, weight_decay)
     opt = (
         torch.optim.Adam(groups, lr=lr)
@@ -183,11 +187,7 @@ def fit(
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for batch_index, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(device), labels.to(device)
-            if not torch.isfinite(inputs).all():
-                # A spike maps NaN to 0, so a NaN input would not show up in the loss: check the data itself.
-                raise FloatingPointError(
-                    f"batch {batch_index} of epoch {epoch + 1} contains NaN or inf inputs; clean the data set"
-                )
+            check_finite_inputs(inputs, f"batch {batch_index} of epoch {epoch + 1}")
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):

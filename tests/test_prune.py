@@ -573,8 +573,18 @@ def test_nan_scores_from_a_criterion():
     model, x = digits()
     with torch.no_grad():
         model.features.block2.conv.weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="'l1' produced NaN scores for layer features.block2.conv"):
-        prune.score(model, None, "l1")
+    with pytest.raises(FloatingPointError, match="cannot score: features.block2.conv.weight hold NaN or inf"):
+        prune.score(model, None, "l1")  # the model is refused before any criterion runs
+
+    @prune.register_criterion("nan_test", needs_data=False)
+    def nan_criterion(activity):
+        return torch.full((activity.layer.channels,), float("nan"))
+
+    try:
+        with pytest.raises(ValueError, match="'nan_test' produced NaN scores for layer features.stem.conv"):
+            prune.score(digits()[0], None, "nan_test")
+    finally:
+        prune.CRITERIA.pop("nan_test")
 
 
 def test_bad_scoring_arguments():
