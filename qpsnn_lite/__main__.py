@@ -24,7 +24,8 @@ from typing import Sequence
 import torch
 
 from . import pipeline
-from .config import GROUPS, check_device
+from ._checks import UsageError
+from .config import GROUPS
 from .knobs import Knob, knob_of
 
 EPILOG = """\
@@ -120,7 +121,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser):
         given["prune_config"] = None  # an explicit ratio replaces the preset's per-layer configuration
     try:
         config = base.replace(**given)
-        check_device(config)
+        pipeline.preflight(config)  # everything that can be known before the first epoch: exit 2, nothing written
     except ValueError as exc:
         parser.error(str(exc))
     return config
@@ -132,7 +133,8 @@ def _default_output(command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 run failed, 2 bad arguments)."""
+    """Entry point; returns the exit status (0 ok, 1 run failed, 2 bad arguments or another user error: a folder
+    that cannot be written or belongs to another run or configuration, missing data, no network for --download)."""
     load_plugins()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -165,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(result.table())
             if config.output_dir:
                 print(f"\nwrote {Path(config.output_dir) / 'ablation.json'}")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # the user fixes these (another --output-dir, the data, the network): an argument error
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, FloatingPointError, OSError) as exc:  # the run itself failed
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

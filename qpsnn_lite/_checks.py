@@ -12,8 +12,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["BITS_RANGE", "check_bits", "check_positive_int", "check_batches", "check_choice", "is_int", "is_number",
+__all__ = ["UsageError", "BITS_RANGE", "check_bits", "check_positive_int", "check_batches", "check_choice", "is_int", "is_number",
            "is_conv", "batch_inputs", "check_finite_inputs", "check_finite_model"]
+
+class UsageError(ValueError):
+    """An error the user fixes by changing a setting, a path or the environment (another ``output_dir``, a network
+    connection), not a failure of the computation. The command line prints its message and exits with status 2."""
+
 
 BITS_RANGE = (1, 16)
 """Weight bit widths the package quantizes to (the paper uses 8, 4 and 2; 16 bounds the integer codes' storage)."""

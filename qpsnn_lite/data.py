@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+
+from ._checks import UsageError
+
 __all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout"]
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
@@ -139,7 +142,14 @@ def _torchvision(name: str, root: Path, download: bool, augment: bool):
     try:
         train = cls(str(root), train=True, transform=train_tf, download=download)
         test = cls(str(root), train=False, transform=test_tf, download=download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+    except (OSError, RuntimeError) as exc:
+        if download:  # no network (urllib's URLError is an OSError; torchvision: "Error downloading ..."), no space
+            raise UsageError(
+                f"could not download {name} into {root} ({type(exc).__name__}: {exc}); check the internet "
+                f"connection and the free space there, or copy the data set into {root} (or point $QPSNN_DATA at a "
+                "folder that has it) and run without --download"
+            ) from exc
+        # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         raise FileNotFoundError(
             f"{name} was not found (or is corrupt) under {root}. Pass download=True to fetch it (needs internet, "
             f"e.g. on Colab), or point root= (or $QPSNN_DATA) at a folder that has it. torchvision said: {exc}"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from contextlib import nullcontext
 import statistics
 import time
 from pathlib import Path
@@ -41,16 +42,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import architectures, data, metrics, models, prune, quant, train
-from ._checks import is_int
+from . import architectures, data, metrics, models, prune, quant, resume, train
+from ._checks import UsageError, is_int
 from .config import (DIGITS_IMAGE_SIZE, IN_CHANNELS, OPTIMIZERS, ORDERS, PRESET_NOTES, PRESETS, Config, check_device,
                      image_size, preset)
 from .criteria import CRITERIA  # the live registry (prune.CRITERIA): Config.criterion accepts any name in it
 from .report import AblationResult, AblationRow, Result, write_outputs
-from .resume import checkpoint_file, checkpoint_folder
+from .resume import checkpoint_file, checkpoint_folder, stage_record
 
 __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRESET_NOTES", "PAPER_ABLATION",
-           "ABLATION_ROWS", "CRITERIA", "ORDERS", "OPTIMIZERS", "DIGITS_IMAGE_SIZE", "run", "ablation", "preset",
+           "ABLATION_ROWS", "CRITERIA", "ORDERS", "OPTIMIZERS", "DIGITS_IMAGE_SIZE", "run", "ablation", "preflight", "preset",
            "quantize_model", "build_model", "layer_ratios"]
 
 
@@ -143,6 +144,7 @@ def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpo
     generator = getattr(loaders[0], "generator", None)
     if isinstance(generator, torch.Generator):  # every stage sees the same data order, whatever ran before it
         generator.manual_seed(config.seed)
+    checkpoint = resume.claim(checkpoint, stage_record(config, "finetune" if finetune else "train"))
     if checkpoint is not None and checkpoint.exists():
         _say(progress, f"      resuming from {checkpoint} (after its last finished epoch)")
     return train.fit(
@@ -174,9 +176,48 @@ class _Clock:
         self.seconds["total"] = time.perf_counter() - self._start
 
 
-def _prune(model: nn.Module, config: Config, loader, criterion: str) -> nn.Module:
-    scores = prune.score(model, loader, criterion, batches=config.score_batches, seed=config.seed)
-    return prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
+def _prune(model: nn.Module, config: Config, loader, criterion: str, state: Path | None = None) -> nn.Module:
+    """Score ``model``'s channels and prune it. With a checkpoint ``state``, the scores and the keep-set are stored
+    there, and a resumed run takes them from there instead of scoring again (on other batches), so that what it
+    reports is the network it fine-tuned."""
+    saved = None
+    if state is not None:
+        resume.claim(state, stage_record(config, "prune"))
+        saved = resume.load_prune_state(state)
+    if saved is not None:
+        scores = saved["scores"]
+    else:
+        scores = prune.score(model, loader, criterion, batches=config.score_batches, seed=config.seed)
+    pruned = prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
+    if saved is not None:
+        kept = saved["kept"]
+        if set(kept) != set(pruned.pruned_channels) or any(
+                not torch.equal(kept[name], pruned.pruned_channels[name]) for name in kept):
+            raise UsageError(f"the keep-set stored in {state} is not the one its scores give now (another version "
+                             f"of the package?); delete {state.parent} to start afresh")
+    elif state is not None:
+        resume.save_prune_state(state, scores, pruned.pruned_channels)
+    return pruned
+
+
+def preflight(config: Config, model: nn.Module | None = None) -> None:
+    """Check everything about ``config`` that can be known before the first epoch, and raise ``ValueError`` (a
+    :class:`~qpsnn_lite._checks.UsageError` for the output folder) naming it: the fields, the device, that
+    ``output_dir`` can be written, and that the ratios fit the network (names, the last conv, no layer emptied:
+    ``prune.plan``). ``run`` and ``ablation`` call it first; the command line calls it before it starts a run, so
+    these errors exit with status 2. Writes nothing. Chapter 07."""
+    config.validate()
+    check_device(config)
+    if config.output_dir is not None:
+        resume.check_output_dir(config.output_dir)
+    model = build_model(config, bits=None if config.order == "pq" else config.bits) if model is None else model
+    _check_ratio_names(config, model)
+    prune.plan(model, layer_ratios(config, model))
+
+
+def _owned(config: Config):
+    """Hold ``output_dir`` for this run (``resume.own``), or nothing without one."""
+    return nullcontext() if config.output_dir is None else resume.own(config.output_dir)
 
 
 def run(config: Config | None = None, progress: bool = True) -> Result:
@@ -193,17 +234,22 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     config = Config() if config is None else config
     if not isinstance(config, Config):
         raise TypeError(f"config must be a pipeline.Config, got {type(config).__name__}")
-    config.validate()
-    check_device(config)
-    checkpoints = checkpoint_folder(config)
+    preflight(config)
     clock = _Clock()
     loaders = _loaders(config)
     clock.lap("data")
+    with _owned(config):
+        if config.output_dir is not None:
+            resume.check_finished(config, Path(config.output_dir) / "result.json")
+        return _run(config, loaders, clock, progress)
+
+
+def _run(config: Config, loaders, clock: _Clock, progress: bool) -> Result:
+    checkpoints = checkpoint_folder(config)
 
     pq = config.order == "pq"
     train.seed_everything(config.seed)
     model = build_model(config, bits=None if pq else config.bits).to(config.device)
-    _check_ratio_names(config, model)
     what = "full-precision" if pq or config.bits is None else f"{config.bits}-bit"
     _say(progress, f"[1/4] training a {what} {config.model} on {config.dataset} for {config.epochs} epochs")
     history_train = _fit(model, loaders, config, finetune=False, progress=progress,
@@ -212,9 +258,9 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     clock.lap("train")
 
     _say(progress, f"[2/4] scoring channels with {config.criterion} on {config.score_batches} batches")
-    scores = prune.score(model, loaders[0], config.criterion, batches=config.score_batches, seed=config.seed)
+    pruned = _prune(model, config, loaders[0], config.criterion,
+                    state=checkpoints / "prune.pt" if checkpoints else None)
     clock.lap("score")
-    pruned = prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
     if pq:
         pruned = quantize_model(pruned, config.bits, config.gamma, config.granularity, config.ste)
     accuracy_pruned, _ = train.evaluate(pruned, loaders[1])
@@ -262,7 +308,7 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     result.seconds = clock.seconds
     if config.output_dir is not None:
         result.save(Path(config.output_dir) / "result.json")  # again, now with the total time
-    if checkpoints is not None:
+    if checkpoints is not None and checkpoints.exists():
         shutil.rmtree(checkpoints)  # the run is complete and saved: its checkpoints are no longer needed
     _say(progress, f"done in {clock.seconds['total']:.1f} s: accuracy {100 * accuracy_finetuned:.2f}%, "
                    f"{result.size_mb_pruned:.4f} MB")
@@ -311,8 +357,15 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     seeds = list(seeds)
     if not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a count >= 1 or a list of integers >= 0, got {seeds!r}")
-    check_device(config)
-    checkpoints = checkpoint_folder(config, "checkpoints-ablation", seeds=seeds)
+    preflight(config)
+    with _owned(config):
+        if config.output_dir is not None:
+            resume.check_finished(config, Path(config.output_dir) / "ablation.json", seeds=seeds)
+        return _ablation(config, seeds, progress)
+
+
+def _ablation(config: Config, seeds: list[int], progress: bool) -> AblationResult:
+    checkpoints = checkpoint_folder(config, "checkpoints-ablation")
     start = time.perf_counter()
     rescaw = config.gamma or "mean"
     accuracies: dict[str, list[float]] = {row: [] for row, *_ in ABLATION_ROWS}
@@ -327,7 +380,6 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
                            f"{config.bits}-bit network")
             train.seed_everything(seed)
             model = build_model(run_config, gamma=gamma).to(config.device)
-            _check_ratio_names(run_config, model)
             history = _fit(model, loaders, run_config, finetune=False, progress=progress,
                            checkpoint=checkpoint_file(checkpoints, seed, "rescaw" if use_rescaw else "vanilla"))
             trained[use_rescaw] = model
@@ -338,7 +390,8 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             if criterion is None:
                 continue
             _say(progress, f"seed {seed}: row {row}, {criterion} pruning and fine-tuning")
-            pruned = _prune(trained[use_rescaw], run_config, loaders[0], criterion)
+            pruned = _prune(trained[use_rescaw], run_config, loaders[0], criterion,
+                            state=checkpoint_file(checkpoints, seed, f"row{row}-prune"))
             if run_config.finetune_epochs > 0:
                 history = _fit(pruned, loaders, run_config, finetune=True, progress=progress,
                                checkpoint=checkpoint_file(checkpoints, seed, f"row{row}"))
@@ -358,7 +411,7 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     result = AblationResult(config=config.to_dict(), seeds=seeds, rows=rows, seconds=time.perf_counter() - start)
     if config.output_dir is not None:
         result.save(Path(config.output_dir) / "ablation.json")
-    if checkpoints is not None:
+    if checkpoints is not None and checkpoints.exists():
         shutil.rmtree(checkpoints)
     return result
 

@@ -313,7 +313,8 @@ def test_interrupted_ablation_resumes_without_repeating_finished_networks(monkey
     with pytest.raises(KeyboardInterrupt):
         pipeline.ablation(config, seeds=1, progress=False)
     folder = tmp_path / "checkpoints-ablation"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "seed0-rescaw.pt", "seed0-vanilla.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["seed0-rescaw.json", "seed0-rescaw.pt", "seed0-vanilla.json",
+                                                        "seed0-vanilla.pt"]
     saved_epochs = []
 
     def counting_save(path, *args, **kwargs):
@@ -321,8 +322,8 @@ def test_interrupted_ablation_resumes_without_repeating_finished_networks(monkey
         real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(train, "save_checkpoint", counting_save)
-    with pytest.raises(ValueError, match="seeds"):  # another list of seeds is another ablation
-        pipeline.ablation(config, seeds=2, progress=False)
+    # (checkpoints are checked per network: seed 0's networks are the same in a longer list of seeds; only a
+    # finished ablation.json is checked against the list, resume.check_finished)
     result = pipeline.ablation(config, seeds=1, progress=False)
     # the vanilla network is not trained again, the ReScaW one only for its second epoch, then 4 fine-tunes
     assert saved_epochs == ["seed0-rescaw.pt", "seed0-rowC.pt", "seed0-rowD.pt", "seed0-rowE.pt", "seed0-rowF.pt"]
@@ -337,3 +338,77 @@ def test_ablation_arguments():
         pipeline.ablation(pipeline.Config(order="pq"), seeds=1, progress=False)
     with pytest.raises(ValueError, match="seeds"):
         pipeline.ablation(pipeline.Config(), seeds=0, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 14: validation before the work (class 2) and a run's folder describes that run only (class 1)
+# ----------------------------------------------------------------------------------------------------------------
+def _no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "fit", refuse)
+
+
+def test_a_ratio_that_empties_a_layer_is_refused_before_training(monkeypatch, tmp_path):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="would leave features.stem.conv with"):
+        pipeline.run(pipeline.Config(**TINY, ratio=0.8, output_dir=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_pruning_settings_do_not_block_resuming_the_training(monkeypatch, tmp_path):
+    config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=2)
+    saved = torch.load(checkpoint, weights_only=True)
+    result = pipeline.run(config.replace(ratio=0.25, criterion="l1", finetune_lr=2e-3), progress=False)
+    assert result.history_train["train_loss"][0] == saved["history"]["train_loss"][0]  # resumed, not restarted
+    assert result.ratios["features.block2.conv"] == 0.25
+
+
+def test_a_finished_run_is_not_overwritten_by_another_configuration(tmp_path):
+    pipeline.run(pipeline.Config(**TINY, output_dir=str(tmp_path)), progress=False)
+    before = (tmp_path / "result.json").read_bytes()
+    with pytest.raises(ValueError, match="holds the results of another configuration.*lr"):
+        pipeline.run(pipeline.Config(**TINY, lr=2e-3, output_dir=str(tmp_path)), progress=False)
+    assert (tmp_path / "result.json").read_bytes() == before
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
+    from qpsnn_lite import resume
+
+    with resume.own(tmp_path):
+        with pytest.raises(ValueError, match="in use by another run"):
+            pipeline.run(pipeline.Config(**TINY, output_dir=str(tmp_path)), progress=False)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_run_resumed_during_fine_tuning_reports_the_network_it_fine_tuned(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "finetune_epochs": 2}, output_dir=str(tmp_path))
+    real_save, real_apply = train.save_checkpoint, prune.apply
+    calls, kept = [], []
+
+    def save_then_stop_in_finetune(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # the first fine-tuning epoch is saved
+            raise KeyboardInterrupt
+
+    def recording_apply(*args, **kwargs):
+        pruned = real_apply(*args, **kwargs)
+        kept.append({k: v.tolist() for k, v in pruned.pruned_channels.items()})
+        return pruned
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop_in_finetune)
+    monkeypatch.setattr(pipeline.prune, "apply", recording_apply)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+
+    def no_rescoring(*args, **kwargs):
+        raise AssertionError("the resumed run scored the channels again")
+
+    monkeypatch.setattr(pipeline.prune, "score", no_rescoring)
+    result = pipeline.run(config, progress=False)
+    assert kept[-1] == kept[0]
+    assert export.read_spec(tmp_path / "model.safetensors")["attributes"]["pruned_channels"] == kept[0]
+    assert result.history_finetune["epoch"] == [1, 2]
