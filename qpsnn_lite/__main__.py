@@ -27,6 +27,7 @@ from . import pipeline
 from ._checks import UsageError
 from .config import GROUPS
 from .knobs import Knob, knob_of
+from .report import wrap
 
 EPILOG = """\
 examples:
@@ -144,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unknown preset {args.name!r}; choose one of {', '.join(sorted(pipeline.PRESETS))}")
             print(json.dumps(pipeline.PRESETS[args.name].to_dict(), indent=2))
             return 0
-        width = max(map(len, pipeline.PRESETS))
-        for name, config in pipeline.PRESETS.items():
-            print(f"{name:{width}}  {pipeline.PRESET_NOTES.get(name, '')}")
+        width = max(map(len, pipeline.PRESETS)) + 2
+        for name in pipeline.PRESETS:  # lines of at most TABLE_WIDTH characters, the note wrapped under itself
+            print("\n".join(wrap(pipeline.PRESET_NOTES.get(name, ""), " " * width, f"{name:{width}}")))
         print("\nrun one with: python -m qpsnn_lite run --preset NAME [flags that override it]")
         return 0
 

@@ -77,6 +77,7 @@ def test_presets_listing_and_one_preset(capsys):
     out = capsys.readouterr().out
     for name in pipeline.PRESETS:
         assert name in out
+    assert max(map(len, out.splitlines())) <= 88  # the book shows the listing at about 90 columns
     assert main(["presets", "cifar100-resnet20-ablation"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert (record["dataset"], record["model"], record["bits"], record["prune_config"]) == \

@@ -2,6 +2,7 @@
 tiny end-to-end runs (QP and PQ order, the A-F ablation with its model reuse)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -412,3 +413,18 @@ def test_a_run_resumed_during_fine_tuning_reports_the_network_it_fine_tuned(monk
     assert kept[-1] == kept[0]
     assert export.read_spec(tmp_path / "model.safetensors")["attributes"]["pruned_channels"] == kept[0]
     assert result.history_finetune["epoch"] == [1, 2]
+
+
+def test_tables_fit_the_books_page_width(qp_run):
+    # The book shows these at about 90 columns: at most 88 characters a line.
+    result, _ = qp_run
+    long = dataclasses.replace(result, files={"result.json": "/a/very/long/output/folder/" * 4 + "result.json"},
+                               config={**result.config, "prune_config": None, "ratio": {"features.block2.conv": 0.5}})
+    rows = [pipeline.AblationRow(row=row, description=description, gamma=None, criterion=criterion,
+                                 accuracies=[12.3456] * 10, mean=12.3456, std=1.234, paper=pipeline.PAPER_ABLATION[row],
+                                 size_mb=0.1234) for row, description, _, criterion in pipeline.ABLATION_ROWS]
+    ablation = pipeline.AblationResult(config=pipeline.Config().to_dict(), seeds=list(range(100, 130)), rows=rows,
+                                       seconds=12345.0)
+    for table in (result.table(), long.table(), ablation.table()):
+        assert max(map(len, table.splitlines())) <= 88, table
+    assert "our inference, not stated by the paper" in pipeline.PRESET_NOTES["cifar100-resnet20-ablation"]
