@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from . import pipeline
+from . import _dist, pipeline
 from ._checks import UsageError
 from .config import GROUPS
 from .knobs import Knob, knob_of
@@ -160,14 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             result = pipeline.run(config, progress=progress)
-            print(result.table())
-            if config.output_dir:
-                print(f"\nwrote {Path(config.output_dir) / 'result.json'}")
+            written = "result.json"
         else:
             result = pipeline.ablation(config, seeds=args.seeds, progress=progress)
+            written = "ablation.json"
+        if _dist.is_main():  # under torchrun only rank 0 prints (and writes)
             print(result.table())
             if config.output_dir:
-                print(f"\nwrote {Path(config.output_dir) / 'ablation.json'}")
+                print(f"\nwrote {Path(config.output_dir) / written}")
+        _dist.finish()
     except (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # the user fixes these (another --output-dir, the data, the network): an argument error
         print(f"error: {exc}", file=sys.stderr)

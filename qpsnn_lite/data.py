@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ._checks import UsageError
 
-__all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout"]
+__all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout", "ShardedBatches"]
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -45,6 +45,7 @@ def load(
     seed: int = 0,
     num_workers: int = 0,
     test_fraction: float = 0.2,
+    world: tuple[int, int] = (0, 1),
 ) -> tuple[DataLoader, DataLoader]:
     """Return ``(train_loader, test_loader)`` yielding ``(images [B, C, H, W], labels [B])``.
 
@@ -59,6 +60,10 @@ def load(
             Cutout of 16 px).
         seed: seeds the shuffling of the training loader (and the fixed digits split, which uses seed 0 always).
         test_fraction: share of the digits held out for testing (stratified, fixed).
+        world: ``(rank, world_size)`` of a run over several processes (``torchrun``): the training loader then
+            yields rank's share of every global batch of ``batch_size`` samples (which ``world_size`` must divide),
+            in the order a single process would draw them (:class:`ShardedBatches`); the test loader is the whole
+            test set in every process.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
@@ -75,11 +80,43 @@ def load(
         if image_size is not None:
             raise ValueError("image_size applies to 'digits' only; torchvision sets keep their native size")
         train_set, test_set = _torchvision(name, Path(root) if root is not None else default_root(), download, augment)
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
-    )
+    rank, world_size = world
+    if world_size > 1:
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} (the global batch) must be a multiple of the {world_size} "
+                             "processes")
+        batches = ShardedBatches(len(train_set), batch_size, rank, world_size, generator)
+        train_loader = DataLoader(train_set, batch_sampler=batches, generator=generator, num_workers=num_workers)
+    else:
+        train_loader = DataLoader(
+            train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
+        )
     test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
+
+
+class ShardedBatches:
+    """A batch sampler for one of ``world_size`` processes: the global batches a single process would draw (a
+    ``torch.randperm`` of the data set from ``generator`` per epoch, cut into batches of ``batch_size``), of which
+    this ``rank`` takes its contiguous share (``batch_size / world_size`` samples; the last, smaller batch is split
+    as evenly as possible, and dropped if it has fewer samples than processes, so that every process runs the same
+    number of steps). Together the processes see exactly the single process's batches."""
+
+    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, generator: torch.Generator) -> None:
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (rest >= self.world_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator)  # what RandomSampler draws in one process
+        for start in range(0, self.size, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if batch.numel() < self.world_size:
+                return
+            yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
 
 
 def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset, TensorDataset]:

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import architectures, data, metrics, models, prune, quant, resume, train
+from . import _dist, architectures, data, metrics, models, prune, quant, resume, train
 from ._checks import UsageError, is_int
 from .config import (DIGITS_IMAGE_SIZE, IN_CHANNELS, OPTIMIZERS, ORDERS, PRESET_NOTES, PRESETS, Config, check_device,
                      image_size, preset)
@@ -61,7 +61,7 @@ __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRES
 def _loaders(config: Config):
     return data.load(config.dataset, config.batch_size, download=config.download,
                      image_size=image_size(config) if config.dataset == "digits" else None, augment=config.augment,
-                     seed=config.seed, num_workers=config.num_workers)
+                     seed=config.seed, num_workers=config.num_workers, world=_dist.world())
 
 
 def build_model(config: Config, bits: int | None | str = "config", gamma: str | None | str = "config") -> nn.Module:
@@ -151,7 +151,7 @@ def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpo
         model, loaders[0], loaders[1], epochs,
         lr=config.finetune_lr if finetune else config.lr,
         optimizer=config.finetune_optimizer if finetune else config.optimizer,
-        weight_decay=config.weight_decay, seed=config.seed, device=config.device, progress=progress,
+        weight_decay=config.weight_decay, seed=config.seed, device=_dist.local_device(config.device), progress=progress,
         checkpoint=checkpoint,
     )
 
@@ -195,7 +195,7 @@ def _prune(model: nn.Module, config: Config, loader, criterion: str, state: Path
                 not torch.equal(kept[name], pruned.pruned_channels[name]) for name in kept):
             raise UsageError(f"the keep-set stored in {state} is not the one its scores give now (another version "
                              f"of the package?); delete {state.parent} to start afresh")
-    elif state is not None:
+    elif state is not None and _dist.is_main():
         resume.save_prune_state(state, scores, pruned.pruned_channels)
     return pruned
 
@@ -210,14 +210,24 @@ def preflight(config: Config, model: nn.Module | None = None) -> None:
     check_device(config)
     if config.output_dir is not None:
         resume.check_output_dir(config.output_dir)
+    processes = _dist.world()[1]
+    if config.batch_size % processes:
+        raise ValueError(f"Config.batch_size {config.batch_size} is the global batch of the {processes} processes: "
+                         f"choose a multiple of {processes}")
     model = build_model(config, bits=None if config.order == "pq" else config.bits) if model is None else model
     _check_ratio_names(config, model)
     prune.plan(model, layer_ratios(config, model))
 
 
 def _owned(config: Config):
-    """Hold ``output_dir`` for this run (``resume.own``), or nothing without one."""
-    return nullcontext() if config.output_dir is None else resume.own(config.output_dir)
+    """Hold ``output_dir`` for this run (``resume.own``; rank 0 of several processes), or nothing without one."""
+    return nullcontext() if not _writes(config) else resume.own(config.output_dir)
+
+
+def _writes(config: Config) -> bool:
+    """This process writes the run's files: there is an output_dir and it is rank 0 (``docs/design.md``, "Several
+    processes")."""
+    return config.output_dir is not None and _dist.is_main()
 
 
 def run(config: Config | None = None, progress: bool = True) -> Result:
@@ -235,6 +245,8 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     if not isinstance(config, Config):
         raise TypeError(f"config must be a pipeline.Config, got {type(config).__name__}")
     preflight(config)
+    _dist.init(config.device)  # under torchrun: join the other processes (a no-op in one process)
+    progress = progress and _dist.is_main()
     clock = _Clock()
     loaders = _loaders(config)
     clock.lap("data")
@@ -249,7 +261,7 @@ def _run(config: Config, loaders, clock: _Clock, progress: bool) -> Result:
 
     pq = config.order == "pq"
     train.seed_everything(config.seed)
-    model = build_model(config, bits=None if pq else config.bits).to(config.device)
+    model = build_model(config, bits=None if pq else config.bits).to(_dist.local_device(config.device))
     what = "full-precision" if pq or config.bits is None else f"{config.bits}-bit"
     _say(progress, f"[1/4] training a {what} {config.model} on {config.dataset} for {config.epochs} epochs")
     history_train = _fit(model, loaders, config, finetune=False, progress=progress,
@@ -301,14 +313,14 @@ def _run(config: Config, loaders, clock: _Clock, progress: bool) -> Result:
         history_finetune=history_finetune.to_dict(),
     )
     clock.lap("measure")
-    if config.output_dir is not None:
+    if _writes(config):
         write_outputs(result, pruned, Path(config.output_dir))
         clock.lap("write")
     clock.total()
     result.seconds = clock.seconds
-    if config.output_dir is not None:
+    if _writes(config):
         result.save(Path(config.output_dir) / "result.json")  # again, now with the total time
-    if checkpoints is not None and checkpoints.exists():
+    if _writes(config) and checkpoints.exists():
         shutil.rmtree(checkpoints)  # the run is complete and saved: its checkpoints are no longer needed
     _say(progress, f"done in {clock.seconds['total']:.1f} s: accuracy {100 * accuracy_finetuned:.2f}%, "
                    f"{result.size_mb_pruned:.4f} MB")
@@ -359,6 +371,8 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     if not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a count >= 1 or a list of integers >= 0, got {seeds!r}")
     preflight(config)
+    _dist.init(config.device)
+    progress = progress and _dist.is_main()
     with _owned(config):
         if config.output_dir is not None:
             resume.check_finished(config, Path(config.output_dir) / "ablation.json", seeds=seeds)
@@ -380,7 +394,7 @@ def _ablation(config: Config, seeds: list[int], progress: bool) -> AblationResul
             _say(progress, f"seed {seed} ({i + 1}/{len(seeds)}): training the {'ReScaW' if use_rescaw else 'vanilla'} "
                            f"{config.bits}-bit network")
             train.seed_everything(seed)
-            model = build_model(run_config, gamma=gamma).to(config.device)
+            model = build_model(run_config, gamma=gamma).to(_dist.local_device(config.device))
             history = _fit(model, loaders, run_config, finetune=False, progress=progress,
                            checkpoint=checkpoint_file(checkpoints, seed, "rescaw" if use_rescaw else "vanilla"))
             trained[use_rescaw] = model
@@ -410,9 +424,9 @@ def _ablation(config: Config, seeds: list[int], progress: bool) -> AblationResul
             paper=PAPER_ABLATION[row], size_mb=sizes[row],
         ))
     result = AblationResult(config=config.to_dict(), seeds=seeds, rows=rows, seconds=time.perf_counter() - start)
-    if config.output_dir is not None:
+    if _writes(config):
         result.save(Path(config.output_dir) / "ablation.json")
-    if checkpoints is not None and checkpoints.exists():
+    if _writes(config) and checkpoints.exists():
         shutil.rmtree(checkpoints)
     return result
 

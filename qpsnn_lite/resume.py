@@ -15,6 +15,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from . import _dist
 from ._checks import UsageError
 from ._io import atomic_path, write_text
 from .config import Config
@@ -168,7 +169,7 @@ def claim(checkpoint: Path | None, record: Mapping) -> Path | None:
                 f"{checkpoint.parent} holds the checkpoints of an interrupted run with another configuration "
                 f"({_details(previous, record, changed)}); run again with that configuration to resume it, or "
                 f"{_what_to_do(checkpoint.parent)}")
-    else:
+    elif _dist.is_main():  # only rank 0 of several processes writes
         write_text(saved, json.dumps(dict(record), indent=2))
     return checkpoint
 
