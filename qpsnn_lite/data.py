@@ -112,11 +112,19 @@ class ShardedBatches:
 
     def __iter__(self):
         order = torch.randperm(self.size, generator=self.generator)  # what RandomSampler draws in one process
-        for start in range(0, self.size, self.batch_size):
-            batch = order[start:start + self.batch_size]
-            if batch.numel() < self.world_size:
-                return
-            yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
+        batches = [order[start:start + self.batch_size] for start in range(0, self.size, self.batch_size)]
+        # RandomSampler draws a second permutation for its (empty) remainder of num_samples % n samples when asked for
+        # the index after the last one: before the last, partial batch, or after the last batch when every batch is
+        # full. Draw it at the same point, so the generator stays in step with a single process's, epoch after epoch
+        # (also when a pass stops early, as scoring's does).
+        partial = self.size % self.batch_size != 0
+        for i, batch in enumerate(batches):
+            if partial and i == len(batches) - 1:
+                torch.randperm(self.size, generator=self.generator)
+            if batch.numel() >= self.world_size:
+                yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
+        if not partial:
+            torch.randperm(self.size, generator=self.generator)
 
 
 def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset, TensorDataset]:
