@@ -59,6 +59,14 @@ __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRES
 # Building blocks of a run
 # --------------------------------------------------------------------------------------------------------------------
 def _loaders(config: Config):
+    if config.download and _dist.world()[1] > 1:  # several processes: rank 0 downloads, the others wait, then read
+        loaders = _load(config) if _dist.is_main() else None
+        _dist.barrier()
+        return loaders or _load(config)
+    return _load(config)
+
+
+def _load(config: Config):
     return data.load(config.dataset, config.batch_size, download=config.download,
                      image_size=image_size(config) if config.dataset == "digits" else None, augment=config.augment,
                      seed=config.seed, num_workers=config.num_workers, world=_dist.world())
