@@ -97,5 +97,6 @@ def check_finite_model(model: nn.Module, action: str) -> None:
     bad = [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise FloatingPointError(f"cannot {action}: {', '.join(bad[:3])}{more} hold NaN or inf; load a clean "
+        verb = "holds" if len(bad) == 1 else "hold"
+        raise FloatingPointError(f"cannot {action}: {', '.join(bad[:3])}{more} {verb} NaN or inf; load a clean "
                                  "checkpoint or retrain with a lower lr")

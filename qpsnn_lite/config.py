@@ -201,7 +201,8 @@ class Config:
     output_dir: str | None = knob(
         None, "run", "where to write results and per-epoch checkpoints (default: runs/<timestamp>; 'none' writes "
         "nothing); run again with the same DIR and flags to resume an interrupted run", "custom", optional=True,
-        expected="a folder path", check=lambda v: isinstance(v, str), parse=lambda text: text,
+        expected="a folder path (not empty)", check=lambda v: isinstance(v, str) and v.strip() != "",
+        parse=lambda text: text,
         convert=lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v, metavar="DIR", show_default=False,
         doc="write ``result.json``, ``model.safetensors`` and figures here (None: write nothing). With an "
             "output_dir, training and fine-tuning save a checkpoint after every epoch in ``output_dir/checkpoints``; "

@@ -58,6 +58,7 @@ def test_defaults_are_the_digits_setting():
     (dict(num_workers=-1), "num_workers"),
     (dict(download="yes"), "download"),
     (dict(channels=(4, 8)), "channels"),
+    (dict(output_dir=""), "output_dir"),
     (dict(dataset="cifar10", image_size=16), "image_size"),
     (dict(prune_config="A"), "prune_config"),
     (dict(model="vgg16", prune_config="C"), "prune_config"),

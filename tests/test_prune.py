@@ -573,7 +573,7 @@ def test_nan_scores_from_a_criterion():
     model, x = digits()
     with torch.no_grad():
         model.features.block2.conv.weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="cannot score: features.block2.conv.weight hold NaN or inf"):
+    with pytest.raises(FloatingPointError, match="cannot score: features.block2.conv.weight holds NaN or inf"):
         prune.score(model, None, "l1")  # the model is refused before any criterion runs
 
     @prune.register_criterion("nan_test", needs_data=False)
