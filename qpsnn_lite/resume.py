@@ -190,5 +190,6 @@ def load_prune_state(path: Path) -> dict | None:
     try:
         return torch.load(path, weights_only=True)
     except Exception as exc:  # truncated or tampered with
-        raise UsageError(f"the pruning checkpoint {path} is corrupt ({type(exc).__name__}: {exc}); "
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"the pruning checkpoint {path} is corrupt ({type(exc).__name__}: {first}); "
                          f"{_what_to_do(path.parent)}") from exc
