@@ -207,8 +207,11 @@ class Config:
         doc="write ``result.json``, ``model.safetensors`` and figures here (None: write nothing). With an "
             "output_dir, training and fine-tuning save a checkpoint after every epoch in ``output_dir/checkpoints``; "
             "running the same configuration with the same output_dir again resumes after the last finished epoch "
-            "(the device may differ; the mini-batch order after resuming is not the uninterrupted run's). The "
-            "checkpoints are deleted once the run has finished and written its results.")
+            "(the device may differ; the mini-batch order after resuming is not the uninterrupted run's; settings that "
+            "affect only the stages after training, such as the ratio, may differ while the training is unfinished). "
+            "The checkpoints are deleted once the run has finished and written its results. A run locks its "
+            "output_dir; a folder in use by another run, or holding the results or checkpoints of another "
+            "configuration, is refused (``docs/design.md``, \"Resuming\").")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
