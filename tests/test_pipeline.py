@@ -429,3 +429,16 @@ def test_tables_fit_the_books_page_width(qp_run):
     for table in (result.table(), long.table(), ablation.table()):
         assert max(map(len, table.splitlines())) <= 88, table
     assert "our inference, not stated by the paper" in pipeline.PRESET_NOTES["cifar100-resnet20-ablation"]
+
+
+def test_a_finished_ablation_is_not_overwritten_by_another_list_of_seeds(monkeypatch, tmp_path):
+    config = pipeline.Config(**TINY, output_dir=str(tmp_path))
+    rows = [pipeline.AblationRow(row=row, description=description, gamma=None, criterion=criterion, accuracies=[50.0],
+                                 mean=50.0, std=0.0, paper=pipeline.PAPER_ABLATION[row], size_mb=0.1)
+            for row, description, _, criterion in pipeline.ABLATION_ROWS]
+    pipeline.AblationResult(config=config.to_dict(), seeds=[0], rows=rows, seconds=1.0).save(tmp_path / "ablation.json")
+    before = (tmp_path / "ablation.json").read_bytes()
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match=r"another configuration \(seeds: \[0\] there, \[0, 1\] now\)"):
+        pipeline.ablation(config, seeds=2, progress=False)
+    assert (tmp_path / "ablation.json").read_bytes() == before
