@@ -60,8 +60,17 @@ __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRES
 # --------------------------------------------------------------------------------------------------------------------
 def _loaders(config: Config):
     if config.download and _dist.world()[1] > 1:  # several processes: rank 0 downloads, the others wait, then read
-        loaders = _load(config) if _dist.is_main() else None
-        _dist.barrier()
+        loaders, failed = None, torch.zeros(1)
+        if _dist.is_main():
+            try:
+                loaders = _load(config)
+            except BaseException:
+                failed += 1
+                _dist.all_reduce_sum(failed)  # tell the others before raising, so that none waits forever
+                raise
+        _dist.all_reduce_sum(failed)
+        if failed.item():
+            raise UsageError("rank 0 could not load the data set (its message says why); fix that and run again")
         return loaders or _load(config)
     return _load(config)
 
