@@ -23,9 +23,11 @@ from typing import Sequence
 
 import torch
 
-from . import pipeline
-from .config import GROUPS, check_device
+from . import _dist, pipeline
+from ._checks import UsageError
+from .config import GROUPS
 from .knobs import Knob, knob_of
+from .report import wrap
 
 EPILOG = """\
 examples:
@@ -120,7 +122,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser):
         given["prune_config"] = None  # an explicit ratio replaces the preset's per-layer configuration
     try:
         config = base.replace(**given)
-        check_device(config)
+        pipeline.preflight(config)  # everything that can be known before the first epoch: exit 2, nothing written
     except ValueError as exc:
         parser.error(str(exc))
     return config
@@ -132,7 +134,8 @@ def _default_output(command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 run failed, 2 bad arguments)."""
+    """Entry point; returns the exit status (0 ok, 1 run failed, 2 bad arguments or another user error: a folder
+    that cannot be written or belongs to another run or configuration, missing data, no network for --download)."""
     load_plugins()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unknown preset {args.name!r}; choose one of {', '.join(sorted(pipeline.PRESETS))}")
             print(json.dumps(pipeline.PRESETS[args.name].to_dict(), indent=2))
             return 0
-        width = max(map(len, pipeline.PRESETS))
-        for name, config in pipeline.PRESETS.items():
-            print(f"{name:{width}}  {pipeline.PRESET_NOTES.get(name, '')}")
+        width = max(map(len, pipeline.PRESETS)) + 2
+        for name in pipeline.PRESETS:  # lines of at most TABLE_WIDTH characters, the note wrapped under itself
+            print("\n".join(wrap(pipeline.PRESET_NOTES.get(name, ""), " " * width, f"{name:{width}}")))
         print("\nrun one with: python -m qpsnn_lite run --preset NAME [flags that override it]")
         return 0
 
@@ -157,15 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             result = pipeline.run(config, progress=progress)
-            print(result.table())
-            if config.output_dir:
-                print(f"\nwrote {Path(config.output_dir) / 'result.json'}")
+            written = "result.json"
         else:
             result = pipeline.ablation(config, seeds=args.seeds, progress=progress)
+            written = "ablation.json"
+        if _dist.is_main():  # under torchrun only rank 0 prints (and writes)
             print(result.table())
             if config.output_dir:
-                print(f"\nwrote {Path(config.output_dir) / 'ablation.json'}")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+                print(f"\nwrote {Path(config.output_dir) / written}")
+        _dist.finish()
+    except (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # the user fixes these (another --output-dir, the data, the network): an argument error
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, FloatingPointError, OSError) as exc:  # the run itself failed
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,8 +12,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["BITS_RANGE", "check_bits", "check_positive_int", "check_batches", "check_choice", "is_int", "is_number",
-           "is_conv", "batch_inputs"]
+__all__ = ["UsageError", "BITS_RANGE", "check_bits", "check_positive_int", "check_batches", "check_choice", "is_int", "is_number",
+           "is_conv", "batch_inputs", "check_finite_inputs", "check_finite_model"]
+
+class UsageError(ValueError):
+    """An error the user fixes by changing a setting, a path or the environment (another ``output_dir``, a network
+    connection), not a failure of the computation. The command line prints its message and exits with status 2."""
+
 
 BITS_RANGE = (1, 16)
 """Weight bit widths the package quantizes to (the paper uses 8, 4 and 2; 16 bounds the integer codes' storage)."""
@@ -76,3 +81,22 @@ def batch_inputs(batch: Any) -> torch.Tensor:
         raise TypeError(f"the loader must yield tensors or (inputs, labels) pairs, got a batch of type "
                         f"{type(x).__name__}")
     return x
+
+
+def check_finite_inputs(x: torch.Tensor, where: str) -> None:
+    """``FloatingPointError`` when the input batch ``x`` holds NaN or inf. A spike maps NaN to 0 (``NaN >= theta`` is
+    False), so a NaN input never shows in the outputs: accuracies and scores would look finite."""
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise FloatingPointError(f"{where} contains NaN or inf inputs; clean the data set")
+
+
+def check_finite_model(model: nn.Module, action: str) -> None:
+    """``FloatingPointError`` naming the parameters and buffers (BatchNorm running statistics) of ``model`` that hold
+    NaN or inf, before ``action`` ("evaluate", "score", "export") uses them."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    bad = [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        verb = "holds" if len(bad) == 1 else "hold"
+        raise FloatingPointError(f"cannot {action}: {', '.join(bad[:3])}{more} {verb} NaN or inf; load a clean "
+                                 "checkpoint or retrain with a lower lr")

@@ -20,7 +20,6 @@ side; splitting per network would spread the tables of Tables 9-11 over three fi
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Sequence
 
@@ -28,9 +27,8 @@ import torch
 from torch import nn
 
 from ._checks import check_positive_int
-from .layers import OptionAShortcut, SpikingConvBlock, SpikingFeatures, SpikingNet, make_conv
+from .layers import OptionAShortcut, SpikingConvBlock, SpikingFeatures, SpikingNet, check_quant_kwargs, make_conv
 from .neurons import LIF
-from .quant import QuantConv2d
 
 __all__ = [
     "BUILDERS",
@@ -188,23 +186,10 @@ def prune_ratios(name: str, num_classes: int, config: str) -> list[float]:
 # ------------------------------------------------------------------------------------------------------------------
 # Shared helpers
 # ------------------------------------------------------------------------------------------------------------------
-def _quant_kwarg_names() -> set[str]:
-    """The quantizer options ``QuantConv2d`` names explicitly beyond make_conv's own arguments (its extra ``**``
-    conv options such as ``dilation`` do not apply to these architectures)."""
-    own = {"self", "in_channels", "out_channels", "kernel_size", "stride", "padding", "bias", "bits", "gamma"}
-    params = inspect.signature(QuantConv2d.__init__).parameters.values()
-    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD} - own
-
-
 def _check_quant_kwargs(model: str, quant_kwargs: dict) -> None:
-    names = _quant_kwarg_names()
-    unknown = sorted(set(quant_kwargs) - names)
-    if unknown:
-        extra = "compress_rate, " if model == "resnet20" else ""
-        raise TypeError(
-            f"{model}() got unexpected keyword argument(s) {unknown}; it takes num_classes, T, bits, gamma, "
-            f"in_channels, image_size, prune_config, {extra}lif_kwargs and the quantizer options {sorted(names)}"
-        )
+    extra = "compress_rate, " if model == "resnet20" else ""
+    check_quant_kwargs(model, quant_kwargs, f"num_classes, T, bits, gamma, in_channels, image_size, prune_config, "
+                                            f"{extra}lif_kwargs and ")
 
 
 def _check_config(config) -> None:

@@ -201,13 +201,17 @@ class Config:
     output_dir: str | None = knob(
         None, "run", "where to write results and per-epoch checkpoints (default: runs/<timestamp>; 'none' writes "
         "nothing); run again with the same DIR and flags to resume an interrupted run", "custom", optional=True,
-        expected="a folder path", check=lambda v: isinstance(v, str), parse=lambda text: text,
+        expected="a folder path (not empty)", check=lambda v: isinstance(v, str) and v.strip() != "",
+        parse=lambda text: text,
         convert=lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v, metavar="DIR", show_default=False,
         doc="write ``result.json``, ``model.safetensors`` and figures here (None: write nothing). With an "
             "output_dir, training and fine-tuning save a checkpoint after every epoch in ``output_dir/checkpoints``; "
             "running the same configuration with the same output_dir again resumes after the last finished epoch "
-            "(the device may differ; the mini-batch order after resuming is not the uninterrupted run's). The "
-            "checkpoints are deleted once the run has finished and written its results.")
+            "(the device may differ; the mini-batch order after resuming is not the uninterrupted run's; settings that "
+            "affect only the stages after training, such as the ratio, may differ while the training is unfinished). "
+            "The checkpoints are deleted once the run has finished and written its results. A run locks its "
+            "output_dir; a folder in use by another run, or holding the results or checkpoints of another "
+            "configuration, is refused (``docs/design.md``, \"Resuming\").")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -310,8 +314,9 @@ for _dataset, _label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")):
                 f"{_label}, {_model} configuration {_cfg} (Tables 1, {9 if _model == 'vgg16' else 10}), T={_t}, "
                 f"4 bits, 300+150 epochs, GPU")
 PRESETS["cifar100-resnet20-ablation"] = _paper_preset("cifar100", "resnet20", "B", bits=2)
-PRESET_NOTES["cifar100-resnet20-ablation"] = "the setting of the ablation, Table 2: CIFAR-100, ResNet20 B, 2 bits " \
-                                             "(1.20 MB), 300+150 epochs, GPU"
+PRESET_NOTES["cifar100-resnet20-ablation"] = (
+    "the ablation, Table 2: CIFAR-100, ResNet20, 300+150 epochs, GPU; 2 bits with configuration B (1.20 MB) is our "
+    "inference, not stated by the paper")
 PRESETS["cifar100-resnet20-pq"] = _paper_preset("cifar100", "resnet20", "B").replace(order="pq")
 PRESET_NOTES["cifar100-resnet20-pq"] = "the order study, App. A Table 3: prune at full precision, then quantize " \
                                        "(4 bits), GPU"

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout"]
+
+from ._checks import UsageError
+
+__all__ = ["load", "DATASETS", "NUM_CLASSES", "default_root", "Cutout", "ShardedBatches"]
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -42,6 +45,7 @@ def load(
     seed: int = 0,
     num_workers: int = 0,
     test_fraction: float = 0.2,
+    world: tuple[int, int] = (0, 1),
 ) -> tuple[DataLoader, DataLoader]:
     """Return ``(train_loader, test_loader)`` yielding ``(images [B, C, H, W], labels [B])``.
 
@@ -56,6 +60,10 @@ def load(
             Cutout of 16 px).
         seed: seeds the shuffling of the training loader (and the fixed digits split, which uses seed 0 always).
         test_fraction: share of the digits held out for testing (stratified, fixed).
+        world: ``(rank, world_size)`` of a run over several processes (``torchrun``): the training loader then
+            yields rank's share of every global batch of ``batch_size`` samples (which ``world_size`` must divide),
+            in the order a single process would draw them (:class:`ShardedBatches`); the test loader is the whole
+            test set in every process.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
@@ -72,11 +80,51 @@ def load(
         if image_size is not None:
             raise ValueError("image_size applies to 'digits' only; torchvision sets keep their native size")
         train_set, test_set = _torchvision(name, Path(root) if root is not None else default_root(), download, augment)
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
-    )
+    rank, world_size = world
+    if world_size > 1:
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} (the global batch) must be a multiple of the {world_size} "
+                             "processes")
+        batches = ShardedBatches(len(train_set), batch_size, rank, world_size, generator)
+        train_loader = DataLoader(train_set, batch_sampler=batches, generator=generator, num_workers=num_workers)
+    else:
+        train_loader = DataLoader(
+            train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
+        )
     test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
+
+
+class ShardedBatches:
+    """A batch sampler for one of ``world_size`` processes: the global batches a single process would draw (a
+    ``torch.randperm`` of the data set from ``generator`` per epoch, cut into batches of ``batch_size``), of which
+    this ``rank`` takes its contiguous share (``batch_size / world_size`` samples; the last, smaller batch is split
+    as evenly as possible, and dropped if it has fewer samples than processes, so that every process runs the same
+    number of steps). Together the processes see exactly the single process's batches."""
+
+    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, generator: torch.Generator) -> None:
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (rest >= self.world_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator)  # what RandomSampler draws in one process
+        batches = [order[start:start + self.batch_size] for start in range(0, self.size, self.batch_size)]
+        # RandomSampler draws a second permutation for its (empty) remainder of num_samples % n samples when asked for
+        # the index after the last one: before the last, partial batch, or after the last batch when every batch is
+        # full. Draw it at the same point, so the generator stays in step with a single process's, epoch after epoch
+        # (also when a pass stops early, as scoring's does).
+        partial = self.size % self.batch_size != 0
+        for i, batch in enumerate(batches):
+            if partial and i == len(batches) - 1:
+                torch.randperm(self.size, generator=self.generator)
+            if batch.numel() >= self.world_size:
+                yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
+        if not partial:
+            torch.randperm(self.size, generator=self.generator)
 
 
 def _digits(image_size: int | None, test_fraction: float) -> tuple[TensorDataset, TensorDataset]:
@@ -139,7 +187,14 @@ def _torchvision(name: str, root: Path, download: bool, augment: bool):
     try:
         train = cls(str(root), train=True, transform=train_tf, download=download)
         test = cls(str(root), train=False, transform=test_tf, download=download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+    except (OSError, RuntimeError) as exc:
+        if download:  # no network (urllib's URLError is an OSError; torchvision: "Error downloading ..."), no space
+            raise UsageError(
+                f"could not download {name} into {root} ({type(exc).__name__}: {exc}); check the internet "
+                f"connection and the free space there, or copy the data set into {root} (or point $QPSNN_DATA at a "
+                "folder that has it) and run without --download"
+            ) from exc
+        # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         raise FileNotFoundError(
             f"{name} was not found (or is corrupt) under {root}. Pass download=True to fetch it (needs internet, "
             f"e.g. on Colab), or point root= (or $QPSNN_DATA) at a folder that has it. torchvision said: {exc}"

@@ -15,7 +15,7 @@ JSON header, so loading it never runs code (unlike a pickle). It holds
 - in the header metadata (key ``"qpsnn_lite"``, a JSON string): the model name and constructor arguments, and a
   record of every layer with state (channel counts, kernel, stride, bits, LIF parameters, shortcut type), so that a
   *pruned* network, whose widths no constructor argument describes, is rebuilt layer by layer; and a SHA-256 digest
-  of all tensors, so that a damaged file is detected.
+  of the metadata and all tensors, so that a damaged or edited file is detected.
 
 :func:`load` rebuilds the network: it instantiates the architecture for its parameter-free skeleton (pooling,
 flatten, the forward logic), then recreates every recorded layer at its stored shape. Quantized convs come back as
@@ -49,6 +49,7 @@ from torch import nn
 
 from . import architectures, metrics, models, quant
 from ._checks import check_bits as _check_bits
+from ._checks import check_finite_model
 from ._io import atomic_path
 from .layers import IndexedShortcut, OptionAShortcut
 from .neurons import LIF
@@ -57,7 +58,7 @@ __all__ = ["FORMAT", "VERSION", "IntegerConv2d", "ExportSummary", "save", "load"
            "unpack_codes"]
 
 FORMAT = "qpsnn_lite.export"
-VERSION = 1
+VERSION = 2  # 2: the digest covers the architecture spec too (1 covered the tensors only)
 _METADATA_KEY = "qpsnn_lite"
 _CHUNK = 1 << 20  # codes per packing chunk (a multiple of 8, so chunks end on byte boundaries)
 _LIF_FIELDS = ("tau", "threshold", "surrogate", "alpha", "reset")
@@ -143,6 +144,7 @@ class IntegerConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=padding_mode)
         self.bits = _check_bits(bits)
+        self.gamma_rule = "stored"  # the rule gamma was computed by when trained (load sets it from the file)
         self.weight.requires_grad_(False)
         dtype = torch.uint8 if bits <= 8 else torch.int32
         self.register_buffer("codes", torch.zeros(self.weight.shape, dtype=dtype))
@@ -216,7 +218,7 @@ def _describe(model: nn.Module, bits: int | None) -> tuple[dict, dict[str, torch
             record = _conv_record(m)
             codes = gamma = None
             if isinstance(m, IntegerConv2d):
-                layer_bits, codes, gamma, rule = m.bits, m.codes, m.gamma, "stored"
+                layer_bits, codes, gamma, rule = m.bits, m.codes, m.gamma, m.gamma_rule
                 if bits is not None and bits != layer_bits:
                     raise ValueError(f"{path} stores {layer_bits}-bit codes; cannot export it at bits={bits}")
             elif isinstance(m, quant.QuantConv2d):
@@ -289,9 +291,13 @@ def _describe(model: nn.Module, bits: int | None) -> tuple[dict, dict[str, torch
     return spec, tensors
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+def _digest(tensors: dict[str, torch.Tensor], spec: dict) -> str:
+    """SHA-256 over everything that defines the function: the spec (architecture, LIF settings, paddings, BN eps,
+    T, ...; canonical JSON without the digest itself) and every tensor's name, dtype, shape and bytes, in name
+    order. An edited threshold in the metadata fails it as a flipped weight byte does."""
     h = hashlib.sha256()
+    described = {key: value for key, value in spec.items() if key != "sha256"}
+    h.update(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{_dtype_name(t)}|{list(t.shape)}|".encode())
@@ -341,8 +347,10 @@ def save(model: nn.Module, path: str | os.PathLike, bits: int | None = None) -> 
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if bits is not None:
         _check_bits(bits)
+    check_finite_model(model, "export")
     spec, tensors = _describe(model, bits)
-    spec["sha256"] = _digest(tensors)
+    spec = json.loads(json.dumps(spec))  # the digest covers the spec as load will read it (tuples become lists)
+    spec["sha256"] = _digest(tensors, spec)
     path = Path(path)
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(spec)})
@@ -448,6 +456,7 @@ def _make_layer(path: str, record: dict, tensors: dict, used: set) -> nn.Module:
                 if gamma.dim() and list(gamma.shape) != [layer.out_channels, 1, 1, 1]:
                     raise _Corrupt(f"gamma of {path} has shape {list(gamma.shape)}")
             layer.set_codes(codes, gamma)
+            layer.gamma_rule = record.get("gamma_rule", "stored")
             if layer.bias is not None:
                 with torch.no_grad():
                     layer.bias.copy_(take("bias"))
@@ -552,9 +561,9 @@ def load(path: str | os.PathLike) -> nn.Module:
             tensors = load_bytes(data)
         except Exception as exc:  # safetensors raises its own error types for a damaged file
             raise _Corrupt(f"safetensors cannot read the tensors ({type(exc).__name__}: {exc})") from exc
-        if _digest(tensors) != spec["sha256"]:
-            raise _Corrupt("the SHA-256 digest of the tensors does not match the one saved with them (the file was "
-                           "damaged or edited)")
+        if _digest(tensors, spec) != spec["sha256"]:
+            raise _Corrupt("the SHA-256 digest of the architecture and tensors does not match the one saved with them "
+                           "(the file was damaged or edited)")
         model = _rebuild(spec, tensors)
         model.eval()
         try:

@@ -11,6 +11,7 @@ Where this module sits in the package: ``docs/design.md``, "Layering".
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +22,24 @@ from ._checks import check_positive_int
 from .neurons import LIF
 from .quant import QuantConv2d
 
-__all__ = ["make_conv", "SpikingConvBlock", "per_step", "SpikingNet", "SpikingFeatures", "OptionAShortcut",
+__all__ = ["QUANT_OPTIONS", "check_quant_kwargs", "make_conv", "SpikingConvBlock", "per_step", "SpikingNet", "SpikingFeatures", "OptionAShortcut",
            "IndexedShortcut", "PrunableLayer", "prunable_layers"]
+
+
+QUANT_OPTIONS = frozenset(
+    p.name for p in inspect.signature(QuantConv2d.__init__).parameters.values()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+) - {"self", "in_channels", "out_channels", "kernel_size", "stride", "padding", "bias", "bits", "gamma"}
+"""The quantizer options a network passes on to its ``QuantConv2d`` layers (``granularity``, ``ste``, ...)."""
+
+
+def check_quant_kwargs(owner: str, quant_kwargs: dict, takes: str = "") -> None:
+    """Raise ``TypeError`` naming every key of ``quant_kwargs`` that is not a quantizer option: a typo
+    (``lif_kwarg``) must not be dropped silently at full precision, where the options are unused."""
+    unknown = sorted(set(quant_kwargs) - QUANT_OPTIONS)
+    if unknown:
+        raise TypeError(f"{owner}() got unexpected keyword argument(s) {unknown}; it takes {takes}the quantizer "
+                        f"options {sorted(QUANT_OPTIONS)}")
 
 
 def make_conv(
@@ -37,7 +54,9 @@ def make_conv(
     **quant_kwargs,
 ) -> nn.Conv2d:
     """A plain ``nn.Conv2d`` when ``bits`` is None, else a ``quant.QuantConv2d`` (ReScaW with ``gamma``; vanilla when
-    ``gamma`` is None). Extra keyword arguments (``granularity``, ``ste``, ``ste_scale``) go to the quantizer."""
+    ``gamma`` is None). Extra keyword arguments (``granularity``, ``ste``, ``ste_scale``) go to the quantizer; any
+    other keyword raises ``TypeError``, also at full precision (where the quantizer options are unused)."""
+    check_quant_kwargs("make_conv", quant_kwargs)
     if bits is None:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
     return QuantConv2d(

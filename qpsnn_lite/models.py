@@ -12,7 +12,7 @@ from torch import nn
 
 from . import architectures
 from ._checks import check_positive_int
-from .layers import SpikingConvBlock, SpikingFeatures, SpikingNet, make_conv, per_step
+from .layers import SpikingConvBlock, SpikingFeatures, SpikingNet, check_quant_kwargs, make_conv, per_step
 
 __all__ = ["SpikingConvBlock", "SpikingFeatures", "SpikingNet", "per_step", "DigitsCNN", "make_conv", "build",
            "MODEL_NAMES", "PRUNE_CONFIGS"]
@@ -44,6 +44,8 @@ class DigitsCNN(SpikingNet):
         super().__init__(T)
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_channels", in_channels)
+        check_quant_kwargs("DigitsCNN", quant_kwargs,
+                           "num_classes, in_channels, T, channels, bits, gamma, lif_kwargs and ")
         if len(channels) != 4 or not all(isinstance(c, int) and c >= 1 for c in channels):
             raise ValueError(f"channels must be four positive integers, got {channels!r}")
         self.input_channels = in_channels

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from contextlib import nullcontext
 import statistics
 import time
 from pathlib import Path
@@ -41,16 +42,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import architectures, data, metrics, models, prune, quant, train
-from ._checks import is_int
+from . import _dist, architectures, data, metrics, models, prune, quant, resume, train
+from ._checks import UsageError, is_int
 from .config import (DIGITS_IMAGE_SIZE, IN_CHANNELS, OPTIMIZERS, ORDERS, PRESET_NOTES, PRESETS, Config, check_device,
                      image_size, preset)
 from .criteria import CRITERIA  # the live registry (prune.CRITERIA): Config.criterion accepts any name in it
 from .report import AblationResult, AblationRow, Result, write_outputs
-from .resume import checkpoint_file, checkpoint_folder
+from .resume import checkpoint_file, checkpoint_folder, stage_record
 
 __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRESET_NOTES", "PAPER_ABLATION",
-           "ABLATION_ROWS", "CRITERIA", "ORDERS", "OPTIMIZERS", "DIGITS_IMAGE_SIZE", "run", "ablation", "preset",
+           "ABLATION_ROWS", "CRITERIA", "ORDERS", "OPTIMIZERS", "DIGITS_IMAGE_SIZE", "run", "ablation", "preflight", "preset",
            "quantize_model", "build_model", "layer_ratios"]
 
 
@@ -58,9 +59,26 @@ __all__ = ["Config", "Result", "AblationRow", "AblationResult", "PRESETS", "PRES
 # Building blocks of a run
 # --------------------------------------------------------------------------------------------------------------------
 def _loaders(config: Config):
+    if config.download and _dist.world()[1] > 1:  # several processes: rank 0 downloads, the others wait, then read
+        loaders, failed = None, torch.zeros(1)
+        if _dist.is_main():
+            try:
+                loaders = _load(config)
+            except BaseException:
+                failed += 1
+                _dist.all_reduce_sum(failed)  # tell the others before raising, so that none waits forever
+                raise
+        _dist.all_reduce_sum(failed)
+        if failed.item():
+            raise UsageError("rank 0 could not load the data set (its message says why); fix that and run again")
+        return loaders or _load(config)
+    return _load(config)
+
+
+def _load(config: Config):
     return data.load(config.dataset, config.batch_size, download=config.download,
                      image_size=image_size(config) if config.dataset == "digits" else None, augment=config.augment,
-                     seed=config.seed, num_workers=config.num_workers)
+                     seed=config.seed, num_workers=config.num_workers, world=_dist.world())
 
 
 def build_model(config: Config, bits: int | None | str = "config", gamma: str | None | str = "config") -> nn.Module:
@@ -143,13 +161,14 @@ def _fit(model, loaders, config: Config, finetune: bool, progress: bool, checkpo
     generator = getattr(loaders[0], "generator", None)
     if isinstance(generator, torch.Generator):  # every stage sees the same data order, whatever ran before it
         generator.manual_seed(config.seed)
+    checkpoint = resume.claim(checkpoint, stage_record(config, "finetune" if finetune else "train"))
     if checkpoint is not None and checkpoint.exists():
         _say(progress, f"      resuming from {checkpoint} (after its last finished epoch)")
     return train.fit(
         model, loaders[0], loaders[1], epochs,
         lr=config.finetune_lr if finetune else config.lr,
         optimizer=config.finetune_optimizer if finetune else config.optimizer,
-        weight_decay=config.weight_decay, seed=config.seed, device=config.device, progress=progress,
+        weight_decay=config.weight_decay, seed=config.seed, device=_dist.local_device(config.device), progress=progress,
         checkpoint=checkpoint,
     )
 
@@ -174,9 +193,58 @@ class _Clock:
         self.seconds["total"] = time.perf_counter() - self._start
 
 
-def _prune(model: nn.Module, config: Config, loader, criterion: str) -> nn.Module:
-    scores = prune.score(model, loader, criterion, batches=config.score_batches, seed=config.seed)
-    return prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
+def _prune(model: nn.Module, config: Config, loader, criterion: str, state: Path | None = None) -> nn.Module:
+    """Score ``model``'s channels and prune it. With a checkpoint ``state``, the scores and the keep-set are stored
+    there, and a resumed run takes them from there instead of scoring again (on other batches), so that what it
+    reports is the network it fine-tuned."""
+    saved = None
+    if state is not None:
+        resume.claim(state, stage_record(config, "prune"))
+        saved = resume.load_prune_state(state)
+    if saved is not None:
+        scores = saved["scores"]
+    else:
+        scores = prune.score(model, loader, criterion, batches=config.score_batches, seed=config.seed)
+    pruned = prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
+    if saved is not None:
+        kept = saved["kept"]
+        if set(kept) != set(pruned.pruned_channels) or any(
+                not torch.equal(kept[name], pruned.pruned_channels[name]) for name in kept):
+            raise UsageError(f"the keep-set stored in {state} is not the one its scores give now (another version "
+                             f"of the package?); delete {state.parent} to start afresh")
+    elif state is not None and _dist.is_main():
+        resume.save_prune_state(state, scores, pruned.pruned_channels)
+    return pruned
+
+
+def preflight(config: Config, model: nn.Module | None = None) -> None:
+    """Check everything about ``config`` that can be known before the first epoch, and raise ``ValueError`` (a
+    :class:`~qpsnn_lite._checks.UsageError` for the output folder) naming it: the fields, the device, that
+    ``output_dir`` can be written, and that the ratios fit the network (names, the last conv, no layer emptied:
+    ``prune.plan``). ``run`` and ``ablation`` call it first; the command line calls it before it starts a run, so
+    these errors exit with status 2. Writes nothing. Chapter 07."""
+    config.validate()
+    check_device(config)
+    if config.output_dir is not None:
+        resume.check_output_dir(config.output_dir)
+    processes = _dist.world()[1]
+    if config.batch_size % processes:
+        raise ValueError(f"Config.batch_size {config.batch_size} is the global batch of the {processes} processes: "
+                         f"choose a multiple of {processes}")
+    model = build_model(config, bits=None if config.order == "pq" else config.bits) if model is None else model
+    _check_ratio_names(config, model)
+    prune.plan(model, layer_ratios(config, model))
+
+
+def _owned(config: Config):
+    """Hold ``output_dir`` for this run (``resume.own``; rank 0 of several processes), or nothing without one."""
+    return nullcontext() if not _writes(config) else resume.own(config.output_dir)
+
+
+def _writes(config: Config) -> bool:
+    """This process writes the run's files: there is an output_dir and it is rank 0 (``docs/design.md``, "Several
+    processes")."""
+    return config.output_dir is not None and _dist.is_main()
 
 
 def run(config: Config | None = None, progress: bool = True) -> Result:
@@ -193,17 +261,24 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     config = Config() if config is None else config
     if not isinstance(config, Config):
         raise TypeError(f"config must be a pipeline.Config, got {type(config).__name__}")
-    config.validate()
-    check_device(config)
-    checkpoints = checkpoint_folder(config)
+    preflight(config)
+    _dist.init(config.device)  # under torchrun: join the other processes (a no-op in one process)
+    progress = progress and _dist.is_main()
     clock = _Clock()
     loaders = _loaders(config)
     clock.lap("data")
+    with _owned(config):
+        if config.output_dir is not None:
+            resume.check_finished(config, Path(config.output_dir) / "result.json")
+        return _run(config, loaders, clock, progress)
+
+
+def _run(config: Config, loaders, clock: _Clock, progress: bool) -> Result:
+    checkpoints = checkpoint_folder(config)
 
     pq = config.order == "pq"
     train.seed_everything(config.seed)
-    model = build_model(config, bits=None if pq else config.bits).to(config.device)
-    _check_ratio_names(config, model)
+    model = build_model(config, bits=None if pq else config.bits).to(_dist.local_device(config.device))
     what = "full-precision" if pq or config.bits is None else f"{config.bits}-bit"
     _say(progress, f"[1/4] training a {what} {config.model} on {config.dataset} for {config.epochs} epochs")
     history_train = _fit(model, loaders, config, finetune=False, progress=progress,
@@ -212,9 +287,9 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
     clock.lap("train")
 
     _say(progress, f"[2/4] scoring channels with {config.criterion} on {config.score_batches} batches")
-    scores = prune.score(model, loaders[0], config.criterion, batches=config.score_batches, seed=config.seed)
+    pruned = _prune(model, config, loaders[0], config.criterion,
+                    state=checkpoints / "prune.pt" if checkpoints else None)
     clock.lap("score")
-    pruned = prune.apply(model, scores, layer_ratios(config, model), copy_bn=config.copy_bn)
     if pq:
         pruned = quantize_model(pruned, config.bits, config.gamma, config.granularity, config.ste)
     accuracy_pruned, _ = train.evaluate(pruned, loaders[1])
@@ -255,14 +330,14 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
         history_finetune=history_finetune.to_dict(),
     )
     clock.lap("measure")
-    if config.output_dir is not None:
+    if _writes(config):
         write_outputs(result, pruned, Path(config.output_dir))
         clock.lap("write")
     clock.total()
     result.seconds = clock.seconds
-    if config.output_dir is not None:
+    if _writes(config):
         result.save(Path(config.output_dir) / "result.json")  # again, now with the total time
-    if checkpoints is not None:
+    if _writes(config) and checkpoints.exists():
         shutil.rmtree(checkpoints)  # the run is complete and saved: its checkpoints are no longer needed
     _say(progress, f"done in {clock.seconds['total']:.1f} s: accuracy {100 * accuracy_finetuned:.2f}%, "
                    f"{result.size_mb_pruned:.4f} MB")
@@ -272,7 +347,8 @@ def run(config: Config | None = None, progress: bool = True) -> Result:
 # --------------------------------------------------------------------------------------------------------------------
 # Ablation, Table 2
 # --------------------------------------------------------------------------------------------------------------------
-#: The paper's Table 2 (CIFAR-100, ResNet20 configuration B, 2 bits), accuracy in %.
+#: The paper's Table 2 (CIFAR-100, ResNet20; configuration B at 2 bits is our inference, not stated by the paper),
+#: accuracy in %.
 PAPER_ABLATION = {"A": 78.53, "B": 79.16, "C": 69.16, "D": 73.40, "E": 73.32, "F": 73.89}
 
 #: ``(row, description, ReScaW?, criterion or None for no pruning)``.
@@ -311,8 +387,17 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
     seeds = list(seeds)
     if not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a count >= 1 or a list of integers >= 0, got {seeds!r}")
-    check_device(config)
-    checkpoints = checkpoint_folder(config, "checkpoints-ablation", seeds=seeds)
+    preflight(config)
+    _dist.init(config.device)
+    progress = progress and _dist.is_main()
+    with _owned(config):
+        if config.output_dir is not None:
+            resume.check_finished(config, Path(config.output_dir) / "ablation.json", seeds=seeds)
+        return _ablation(config, seeds, progress)
+
+
+def _ablation(config: Config, seeds: list[int], progress: bool) -> AblationResult:
+    checkpoints = checkpoint_folder(config, "checkpoints-ablation")
     start = time.perf_counter()
     rescaw = config.gamma or "mean"
     accuracies: dict[str, list[float]] = {row: [] for row, *_ in ABLATION_ROWS}
@@ -326,8 +411,7 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             _say(progress, f"seed {seed} ({i + 1}/{len(seeds)}): training the {'ReScaW' if use_rescaw else 'vanilla'} "
                            f"{config.bits}-bit network")
             train.seed_everything(seed)
-            model = build_model(run_config, gamma=gamma).to(config.device)
-            _check_ratio_names(run_config, model)
+            model = build_model(run_config, gamma=gamma).to(_dist.local_device(config.device))
             history = _fit(model, loaders, run_config, finetune=False, progress=progress,
                            checkpoint=checkpoint_file(checkpoints, seed, "rescaw" if use_rescaw else "vanilla"))
             trained[use_rescaw] = model
@@ -338,7 +422,8 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             if criterion is None:
                 continue
             _say(progress, f"seed {seed}: row {row}, {criterion} pruning and fine-tuning")
-            pruned = _prune(trained[use_rescaw], run_config, loaders[0], criterion)
+            pruned = _prune(trained[use_rescaw], run_config, loaders[0], criterion,
+                            state=checkpoint_file(checkpoints, seed, f"row{row}-prune"))
             if run_config.finetune_epochs > 0:
                 history = _fit(pruned, loaders, run_config, finetune=True, progress=progress,
                                checkpoint=checkpoint_file(checkpoints, seed, f"row{row}"))
@@ -356,9 +441,9 @@ def ablation(config: Config | None = None, seeds: int | Sequence[int] = 3, progr
             paper=PAPER_ABLATION[row], size_mb=sizes[row],
         ))
     result = AblationResult(config=config.to_dict(), seeds=seeds, rows=rows, seconds=time.perf_counter() - start)
-    if config.output_dir is not None:
+    if _writes(config):
         result.save(Path(config.output_dir) / "ablation.json")
-    if checkpoints is not None:
+    if _writes(config) and checkpoints.exists():
         shutil.rmtree(checkpoints)
     return result
 

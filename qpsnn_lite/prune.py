@@ -22,7 +22,7 @@ from .criteria import (CRITERIA, Criterion, LayerActivity, avg_cos_similarity, e
                        l1_norm_score, register_criterion, sca_score, svs_score)
 from .layers import IndexedShortcut, PrunableLayer, prunable_layers
 from .scoring import score, score_per_batch
-from .surgery import INPUT, apply, keep_indices, masked, recalibrate_bn
+from .surgery import INPUT, apply, keep_indices, masked, plan, recalibrate_bn
 
 __all__ = [
     "CRITERIA",
@@ -41,6 +41,7 @@ __all__ = [
     "score",
     "score_per_batch",
     "keep_indices",
+    "plan",
     "apply",
     "masked",
     "recalibrate_bn",

@@ -234,8 +234,22 @@ def _resolve_gamma(
     return gamma
 
 
+def _code_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype integer codes are computed in: at least float32. In float16 the codes of 16 bits overflow
+    (:math:`2^{16} - 1 > 65504`) and bfloat16 counts integers exactly only up to 256, so at 9-16 bits the codes
+    would leave the grid 0..2^b-1; float32 counts exactly up to :math:`2^{24}`."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _scaled(w: torch.Tensor, gamma: Optional[torch.Tensor]) -> torch.Tensor:
+    """:math:`W / \\gamma` (or ``W``) in :func:`_code_dtype`."""
+    dtype = _code_dtype(w.dtype)
+    return w.to(dtype) if gamma is None else w.to(dtype) / gamma.to(dtype)
+
+
 def _integer_codes(scaled: torch.Tensor, bits: int) -> torch.Tensor:
-    """Eq. 4: :math:`W_{int} = \\lceil \\tfrac{s}{2}(\\mathrm{clamp}(W; -1, 1) + 1) \\rfloor`, as floats in 0..s."""
+    """Eq. 4: :math:`W_{int} = \\lceil \\tfrac{s}{2}(\\mathrm{clamp}(W; -1, 1) + 1) \\rfloor`, as floats in 0..s
+    (``scaled`` comes from :func:`_scaled`, so in at least float32)."""
     steps = 2**bits - 1
     return torch.round(steps / 2 * (scaled.clamp(-1.0, 1.0) + 1.0))
 
@@ -252,10 +266,11 @@ class _FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, gamma, bits, ste, ste_scale):  # type: ignore[override]
-        scaled = w if gamma is None else w / gamma
+        scaled = _scaled(w, gamma)  # codes and levels in at least float32, then back to w's dtype
         w_hat = _to_levels(_integer_codes(scaled, bits), 2**bits - 1)
         if gamma is not None:
-            w_hat = gamma * w_hat
+            w_hat = gamma.to(w_hat.dtype) * w_hat
+        w_hat = w_hat.to(w.dtype)
         ctx.ste, ctx.ste_scale, ctx.has_gamma = ste, ste_scale, gamma is not None
         mask = scaled.abs() <= 1.0 if ste == "masked" else None
         ctx.save_for_backward(mask, gamma)
@@ -340,8 +355,7 @@ def quantization_codes(
     bits = _check_bits(bits)
     gamma_tensor = _resolve_gamma(w, gamma, granularity, percentile)
     with torch.no_grad():
-        scaled = w if gamma_tensor is None else w / gamma_tensor
-        codes = _integer_codes(scaled, bits)
+        codes = _integer_codes(_scaled(w, gamma_tensor), bits)
     return codes.to(torch.uint8 if bits <= 8 else torch.int32), gamma_tensor
 
 

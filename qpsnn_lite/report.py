@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -18,7 +19,17 @@ from torch import nn
 from . import export
 from ._io import write_text
 
-__all__ = ["Result", "AblationRow", "AblationResult", "write_outputs", "figures"]
+__all__ = ["TABLE_WIDTH", "wrap", "Result", "AblationRow", "AblationResult", "write_outputs", "figures"]
+
+TABLE_WIDTH = 88
+"""The longest line a table (and the command line's listings) prints: the book shows them at about 90 columns."""
+
+
+def wrap(text: str, indent: str = "  ", first: str = "") -> list[str]:
+    """``first + text`` as lines of at most :data:`TABLE_WIDTH` characters, continuation lines indented by
+    ``indent`` (a word longer than a line, e.g. a path, is broken)."""
+    return textwrap.wrap(text, TABLE_WIDTH, initial_indent=first, subsequent_indent=indent,
+                         break_on_hyphens=False) or [first.rstrip()]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -97,9 +108,8 @@ class Result(_Report):
         bits = f"{self.bits}-bit" if self.bits else "full precision"
         prune_by = f"config {c['prune_config']}" if c.get("prune_config") else f"ratio {c['ratio']}"
         lines = [
-            f"QP-SNN run: {c['model']} on {c['dataset']}, T={c['T'] or self.energy.get('T', 'default')}, {bits}, "
-            f"gamma={c['gamma']}, "
-            f"{c['criterion']} pruning at {prune_by}, order {c['order']}",
+            *wrap(f"QP-SNN run: {c['model']} on {c['dataset']}, T={c['T'] or self.energy.get('T', 'default')}, "
+                  f"{bits}, gamma={c['gamma']}, {c['criterion']} pruning at {prune_by}, order {c['order']}"),
             "",
             f"{'':34}{'dense':>14}{'pruned':>14}",
             f"{'accuracy (trained / fine-tuned)':34}{100 * self.accuracy_trained:>13.2f}%"
@@ -118,11 +128,11 @@ class Result(_Report):
         for name, dense in self.channels_dense.items():
             lif = _lif_of(name, rates)
             rate = f"{rates[lif]:>14.3f}" if lif in rates else f"{'':>14}"
-            lines.append(f"{name:34}{dense:>14}{self.channels_pruned[name]:>14}{rate}")
+            lines.append(f"{name:34}{dense:>14}{self.channels_pruned[name]:>14}{rate}"[:TABLE_WIDTH])
         times = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
-        lines += ["", f"wall time: {times}"]
+        lines += ["", *wrap(f"wall time: {times}")]
         if self.files:
-            lines.append("files: " + ", ".join(f"{k}: {v}" for k, v in self.files.items()))
+            lines += wrap("files: " + ", ".join(f"{k}: {v}" for k, v in self.files.items()))
         return "\n".join(lines)
 
 
@@ -217,14 +227,14 @@ class AblationResult(_Report):
         c = self.config
         prune_by = f"config {c['prune_config']}" if c.get("prune_config") else f"ratio {c['ratio']}"
         lines = [
-            f"Ablation (Table 2): {c['model']} on {c['dataset']}, {c['bits']}-bit, pruning at {prune_by}, "
-            f"{c['epochs']}+{c['finetune_epochs']} epochs, seeds {self.seeds}",
+            *wrap(f"Ablation (Table 2): {c['model']} on {c['dataset']}, {c['bits']}-bit, pruning at {prune_by}, "
+                  f"{c['epochs']}+{c['finetune_epochs']} epochs, seeds {self.seeds}"),
             f"{'row':4}{'setting':36}{'accuracy % (mean ± std)':>26}{'size MB':>10}{'paper %':>10}",
         ]
         for r in self.rows:
             r = r if isinstance(r, dict) else dataclasses.asdict(r)
             lines.append(f"{r['row']:4}{r['description']:36}{r['mean']:>17.2f} ± {r['std']:<6.2f}"
                          f"{r['size_mb']:>10.4f}{r['paper']:>10.2f}")
-        lines.append("paper: CIFAR-100, ResNet20 configuration B, 2 bits, 300+150 epochs; "
-                     f"wall time here {self.seconds:.0f} s")
+        lines += wrap("paper: CIFAR-100, ResNet20, 300+150 epochs (configuration B at 2 bits is our inference, not "
+                      f"stated by the paper); wall time here {self.seconds:.0f} s")
         return "\n".join(lines)

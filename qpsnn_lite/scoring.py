@@ -9,6 +9,9 @@ the registry) are in :mod:`qpsnn_lite.criteria`; this module only runs them and 
   in ``eval()`` mode under ``no_grad``, so both give the same numbers.
 - Scores are averaged over *all samples* seen: :math:`\frac{1}{N}\sum_{\text{samples}}`. With equal batch sizes this
   is the mean of the per-batch means that :func:`score_per_batch` returns.
+- Over several processes (``torchrun``) each scores its share of every batch and the per-batch sums and sample
+  counts are summed over the processes, so every rank gets the scores of the whole batches and prunes the same
+  channels.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import batch_inputs, check_batches
+from . import _dist
+from ._checks import batch_inputs, check_batches, check_finite_inputs, check_finite_model
 from ._hooks import hooked
 from .criteria import CRITERIA, SCORE, Criterion, LayerActivity, _check_eps
 from .layers import PrunableLayer, prunable_layers
@@ -52,6 +56,7 @@ def _collect(model: nn.Module, loader, functions: Mapping[str, Callable], needs_
     """Run the per-sample ``functions`` (a criterion and its tie-break statistic, by name) over ``batches``
     mini-batches; keep only per-batch sums over samples (never the spikes)."""
     layers = prunable_layers(model)
+    check_finite_model(model, "score")
     generator = torch.Generator().manual_seed(int(seed))
     sums = {key: {layer.name: [] for layer in layers} for key in functions}
     if not needs_data:  # l1, random: no forward pass at all
@@ -83,15 +88,22 @@ def _collect(model: nn.Module, loader, functions: Mapping[str, Callable], needs_
     device = next(model.parameters()).device
     sizes: list[int] = []
     with hooked(model, hooks, mode="eval"), torch.no_grad():
-        for batch in itertools.islice(loader, batches):  # never pulls a batch it will not use
+        for index, batch in enumerate(itertools.islice(loader, batches)):  # never pulls a batch it will not use
             seen.clear()
             sizes_seen.clear()
-            model(batch_inputs(batch).to(device))
+            inputs = batch_inputs(batch).to(device)
+            check_finite_inputs(inputs, f"batch {index} of the loader")
+            model(inputs)
             wrong = {layer.name: seen.get(layer.name, 0) for layer in layers if seen.get(layer.name, 0) != 1}
             if wrong or len(sizes_seen) != 1:
                 raise RuntimeError(f"every prunable layer's LIF must run exactly once per forward pass, on one "
                                    f"batch size; LIF calls: {wrong}, batch sizes: {sorted(sizes_seen)}")
             sizes.append(sizes_seen.pop())
+    if _dist.world()[1] > 1 and sizes:  # several processes, each on its share of every batch: sum over them
+        for per_layer in sums.values():
+            for name, rows in per_layer.items():
+                per_layer[name] = list(_dist.all_reduce_sum(torch.stack(rows)))
+        sizes = [int(n) for n in _dist.all_reduce_sum(torch.tensor(sizes, dtype=torch.float64))]
     if not sizes:
         raise ValueError("loader is empty: it yielded no batches to score on")
     if len(sizes) < batches:

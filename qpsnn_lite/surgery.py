@@ -37,7 +37,7 @@ from ._checks import batch_inputs, check_batches
 from ._hooks import hooked
 from .layers import IndexedShortcut, join_name, prunable_layers, triple_suffixes
 
-__all__ = ["INPUT", "keep_indices", "apply", "masked", "recalibrate_bn"]
+__all__ = ["INPUT", "keep_indices", "plan", "apply", "masked", "recalibrate_bn"]
 
 INPUT = "<input>"  # stands for the network input where channels flow in from outside (never pruned)
 
@@ -274,6 +274,46 @@ def _refresh_widths(model: nn.Module, steps: list) -> None:
                             for s in shortcuts]
 
 
+def _plan(model: nn.Module, ratio, last_conv: bool):
+    """Everything :func:`apply` decides before it looks at a score: the layer names and widths, the trace, the
+    keep-set groups and, per group, ``(ratio, channels kept)``; raises what apply would raise for these."""
+    layers = prunable_layers(model)
+    names = [layer.name for layer in layers]
+    channels = {layer.name: layer.channels for layer in layers}
+    steps = _trace(model)
+    groups = _groups(steps, model)
+    ratios = _resolve_ratios(ratio, groups, names, last_conv)
+    kept_counts = []
+    for group, value in zip(groups, ratios):
+        layer_names = [name for name in group if name != INPUT]
+        n = channels[layer_names[0]]
+        kept = int(n * (1 - value))
+        if kept < 1:
+            raise ValueError(f"ratio {value} would leave {layer_names[0]} with int({n} * (1 - {value})) = {kept} of "
+                             f"its {n} channels; use a ratio of at most {1 - 1 / n:.4g}")
+        kept_counts.append((value, kept))
+    for step in steps:
+        if isinstance(step, _Conv) and model.get_submodule(step.name).groups != 1:
+            raise ValueError(f"{step.name} is a grouped convolution (groups={model.get_submodule(step.name).groups}); "
+                             "prune.apply handles groups=1 only")
+        if isinstance(step, _Classifier) and step.source != INPUT:
+            n = channels[step.source]
+            if model.classifier.in_features % n:
+                raise ValueError(f"the classifier has {model.classifier.in_features} inputs, not a multiple of the {n} "
+                                 f"channels of {step.source}; prune.apply cannot tell which columns belong to which "
+                                 "channel")
+    return names, channels, steps, groups, kept_counts
+
+
+def plan(model: nn.Module, ratio: float | Mapping[str, float], last_conv: bool = False) -> dict[str, int]:
+    """The number of channels :func:`apply` would keep in every prunable layer of ``model`` at ``ratio``, without
+    scores: it raises every error apply would raise that does not depend on the scores (unknown layer names, a ratio
+    that would empty a layer, the last conv, widths the classifier does not divide), so that a run can check its
+    ratios before it trains. Taught in chapter 05."""
+    _, _, _, groups, kept_counts = _plan(model, ratio, last_conv)
+    return {name: kept for group, (_, kept) in zip(groups, kept_counts) for name in group if name != INPUT}
+
+
 def apply(model: nn.Module, scores: Mapping[str, Tensor], ratio: float | Mapping[str, float],
           last_conv: bool = False, copy_bn: bool = True) -> nn.Module:
     r"""A physically narrower deep copy of ``model`` that keeps, in each prunable layer with :math:`n` output
@@ -302,12 +342,7 @@ def apply(model: nn.Module, scores: Mapping[str, Tensor], ratio: float | Mapping
 
     Taught in chapter 05.
     """
-    layers = prunable_layers(model)
-    names = [layer.name for layer in layers]
-    channels = {layer.name: layer.channels for layer in layers}
-    steps = _trace(model)
-    groups = _groups(steps, model)
-    ratios = _resolve_ratios(ratio, groups, names, last_conv)
+    names, channels, steps, groups, kept_counts = _plan(model, ratio, last_conv)
     if not isinstance(scores, Mapping):
         raise TypeError(f"scores must be a dict {{conv_name: Tensor[C]}} from prune.score, got {type(scores).__name__}")
     strangers = [name for name in scores if name not in channels]
@@ -316,13 +351,9 @@ def apply(model: nn.Module, scores: Mapping[str, Tensor], ratio: float | Mapping
                          f"model?); its prunable convs are {names}")
 
     keep: dict[str, Tensor] = {}
-    for group, value in zip(groups, ratios):
+    for group, (value, kept) in zip(groups, kept_counts):
         layer_names = [name for name in group if name != INPUT]
         n = channels[layer_names[0]]
-        kept = int(n * (1 - value))
-        if kept < 1:
-            raise ValueError(f"ratio {value} would leave {layer_names[0]} with int({n} * (1 - {value})) = {kept} of "
-                             f"its {n} channels; use a ratio of at most {1 - 1 / n:.4g}")
         if kept == n:
             indices = torch.arange(n)
         else:

@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import _dist
+from ._checks import check_finite_inputs, check_finite_model
 from ._hooks import hooked
 from ._io import atomic_path
 
@@ -89,10 +92,12 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
     """Return ``(accuracy, mean cross-entropy loss)`` of ``model`` on ``loader``, in eval mode. Chapter 02."""
     _check_loader(loader, "loader")
     device = torch.device(device) if device is not None else _device_of(model)
+    check_finite_model(model, "evaluate")
     correct, total, loss_sum = 0, 0, 0.0
     with hooked(model, mode="eval"):  # every module's mode is restored afterwards, also on an error
-        for inputs, labels in loader:
+        for batch_index, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(device), labels.to(device)
+            check_finite_inputs(inputs, f"batch {batch_index} of the loader")
             logits = model(inputs)
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
@@ -150,6 +155,7 @@ def fit(
         model.to(device)
     device = _device_of(model)
 
+    check_finite_model(model, "train")
     groups = _param_groups(model, weight_decay)
     opt = (
         torch.optim.Adam(groups, lr=lr)
@@ -176,19 +182,21 @@ def fit(
                 opt.step()  # a no-op without gradients; keeps the scheduler's order-of-calls check quiet
                 sched.step()
 
+    # Several processes (torchrun): every one trains a replica on its share of each batch (data.load(world=...));
+    # DistributedDataParallel averages the gradients, so the replicas stay identical; only rank 0 saves.
+    main = _dist.is_main()
+    net = model
+    if _dist.world()[1] > 1:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     for epoch in range(start_epoch, epochs):
         model.train()
         tic = time.perf_counter()
         loss_sum, correct, total = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or not main, leave=False)
         for batch_index, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(device), labels.to(device)
-            if not torch.isfinite(inputs).all():
-                # A spike maps NaN to 0, so a NaN input would not show up in the loss: check the data itself.
-                raise FloatingPointError(
-                    f"batch {batch_index} of epoch {epoch + 1} contains NaN or inf inputs; clean the data set"
-                )
-            logits = model(inputs)
+            check_finite_inputs(inputs, f"batch {batch_index} of epoch {epoch + 1}")
+            logits = net(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -208,6 +216,7 @@ def fit(
         history.lr.append(opt.param_groups[0]["lr"])
         if sched is not None:
             sched.step()
+        _dist.broadcast_buffers(model)  # BatchNorm statistics: rank 0's in every replica
         if test_loader is not None:
             acc, test_loss = evaluate(model, test_loader, device)
             history.test_accuracy.append(acc)
@@ -219,7 +228,7 @@ def fit(
                 f"parameters {bad[:3]} became NaN or inf in epoch {epoch + 1}; lower lr (now {lr}). "
                 "The last good checkpoint (if any) is untouched."
             )
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_checkpoint(checkpoint, model, opt, sched, history)
     return history
 

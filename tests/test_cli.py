@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -76,6 +77,7 @@ def test_presets_listing_and_one_preset(capsys):
     out = capsys.readouterr().out
     for name in pipeline.PRESETS:
         assert name in out
+    assert max(map(len, out.splitlines())) <= 88  # the book shows the listing at about 90 columns
     assert main(["presets", "cifar100-resnet20-ablation"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert (record["dataset"], record["model"], record["bits"], record["prune_config"]) == \
@@ -149,3 +151,61 @@ def test_interrupted_run_says_how_to_resume(monkeypatch, tmp_path, capsys):
     assert main(["run", "--output-dir", str(tmp_path), "--quiet"]) == 130
     error = capsys.readouterr().err
     assert "interrupted" in error and f"--output-dir {tmp_path} to resume" in error
+
+
+# Issue 14, class 7: file-system problems, no network and late argument errors are user errors: exit 2, one
+# message, nothing written.
+def _status(argv) -> int:
+    """main's exit status, whether it returns it or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_output_dir_under_a_regular_file_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert _status(["run", *TINY, "--output-dir", str(tmp_path / "file" / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "error:" in error and "Traceback" not in error and "output-dir" in error
+
+
+def test_unwritable_output_dir_exits_2(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    real_access = os.access  # root may write anywhere: make the folder look read-only to it too
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(folder) else real_access(path, mode))
+    try:
+        assert _status(["run", *TINY, "--output-dir", str(folder / "run")]) == 2
+    finally:
+        folder.chmod(0o755)
+    assert "cannot write" in capsys.readouterr().err and not (folder / "run").exists()
+
+
+def test_download_without_network_exits_2(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def no_network(self, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
+    monkeypatch.setenv("QPSNN_DATA", str(tmp_path / "data"))
+    assert _status(["run", "--epochs", "1", "--dataset", "mnist", "--download", "--quiet",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "download" in error and "Traceback" not in error and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--ratio", "features.block9.conv=0.5"], "unknown conv"),
+    (["--ratio", "0.8"], "would leave features.stem.conv"),
+])
+def test_argument_errors_found_before_training_exit_2(flags, message, tmp_path, capsys, monkeypatch):
+    from qpsnn_lite import train
+
+    monkeypatch.setattr(train, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("training started")))
+    assert _status(["run", *TINY, *flags, "--output-dir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()

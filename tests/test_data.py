@@ -314,3 +314,20 @@ def test_cutout_zeroes_a_square_of_at_most_size():
     zeroed = (out == 0).all(0)
     rows, cols = zeroed.any(1).sum().item(), zeroed.any(0).sum().item()
     assert 0 < rows <= 16 and 0 < cols <= 16 and zeroed.sum().item() == rows * cols
+
+
+@pytest.mark.parametrize("batch_size", [32, 64])
+def test_sharded_batches_are_the_single_process_batches(batch_size):
+    # Under torchrun each rank takes its share of every global batch, in the single process's order, epoch after
+    # epoch, also after a pass that stopped early (scoring takes a few batches).
+    import itertools
+
+    single, _ = data.load("digits", batch_size, image_size=8, seed=3)
+    shards = [data.load("digits", batch_size, image_size=8, seed=3, world=(rank, 2))[0] for rank in (0, 1)]
+    for stop in (None, 2, None, 1, None):
+        expected = [x for x, _ in itertools.islice(single, stop)]
+        parts = [[x for x, _ in itertools.islice(shard, stop)] for shard in shards]
+        assert len(parts[0]) == len(parts[1]) == len(expected)
+        assert all(torch.equal(x, torch.cat(pair)) for x, pair in zip(expected, zip(*parts)))
+    with pytest.raises(ValueError, match="multiple of the 2 processes"):
+        data.load("digits", 33, world=(0, 2))

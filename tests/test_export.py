@@ -208,7 +208,7 @@ def _rewrite(path, change, fix_digest: bool):
     spec = export.read_spec(path)
     change(tensors, spec)
     if fix_digest:
-        spec["sha256"] = export._digest(tensors)
+        spec["sha256"] = export._digest(tensors, spec)
     save_file(tensors, path, metadata={"qpsnn_lite": json.dumps(spec)})
 
 
@@ -317,3 +317,30 @@ def test_failed_save_leaves_existing_file_intact(tmp_path, monkeypatch):
         export.save(_digits(2), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("edit", [
+    lambda spec: spec["layers"]["features.block2.lif"].update(threshold=0.25),
+    lambda spec: spec["build"].update(T=7),
+    lambda spec: spec["layers"]["features.block2.conv"].update(padding=[0, 0]),
+    lambda spec: spec["layers"]["features.block2.bn"].update(eps=0.5),
+])
+def test_edited_architecture_fails_the_digest(saved, edit):
+    # Issue 14, class 5: the digest covered the tensors only, so an edited LIF threshold, T, padding or BN eps
+    # loaded and computed something else.
+    _rewrite(saved, lambda tensors, spec: edit(spec), fix_digest=False)
+    with pytest.raises(ValueError, match="corrupt.*SHA-256"):
+        export.load(saved)
+
+
+@pytest.mark.parametrize("where", ["weight", "running_var"])
+def test_save_refuses_non_finite_values(tmp_path, where):
+    # Issue 14, class 3: a NaN in a full-precision weight or a BatchNorm statistic was exported without a word.
+    model = _digits(4)
+    with torch.no_grad():
+        target = model.features.stem.conv.weight if where == "weight" else model.features.block3.bn.running_var
+        target.view(-1)[0] = float("nan")
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        export.save(model, path)
+    assert not path.exists()

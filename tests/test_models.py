@@ -166,3 +166,13 @@ def test_quantized_convs_except_the_stem():
     assert all(b.conv.gamma is None and b.conv.bits == 2 for b in (vanilla.features.block2, vanilla.features.block4))
     full = _model()
     assert not any(isinstance(m, quant.QuantConv2d) for m in full.modules())
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+@pytest.mark.parametrize("name", ["digits_cnn", "vgg16", "resnet20", "vggsnn"])
+def test_unknown_keywords_raise_at_every_precision(name, bits):
+    # Issue 14, class 6: a typo (lif_kwarg for lif_kwargs) was dropped silently at full precision.
+    with pytest.raises(TypeError, match="lif_kwarg"):
+        models.build(name, 10, bits=bits, lif_kwarg={"tau": 0.25})
+    with pytest.raises(TypeError, match="granularty"):
+        models.make_conv(4, 8, bits=bits, granularty="layer")

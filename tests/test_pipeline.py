@@ -2,6 +2,7 @@
 tiny end-to-end runs (QP and PQ order, the A-F ablation with its model reuse)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_defaults_are_the_digits_setting():
     (dict(num_workers=-1), "num_workers"),
     (dict(download="yes"), "download"),
     (dict(channels=(4, 8)), "channels"),
+    (dict(output_dir=""), "output_dir"),
     (dict(dataset="cifar10", image_size=16), "image_size"),
     (dict(prune_config="A"), "prune_config"),
     (dict(model="vgg16", prune_config="C"), "prune_config"),
@@ -313,7 +315,8 @@ def test_interrupted_ablation_resumes_without_repeating_finished_networks(monkey
     with pytest.raises(KeyboardInterrupt):
         pipeline.ablation(config, seeds=1, progress=False)
     folder = tmp_path / "checkpoints-ablation"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "seed0-rescaw.pt", "seed0-vanilla.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["seed0-rescaw.json", "seed0-rescaw.pt", "seed0-vanilla.json",
+                                                        "seed0-vanilla.pt"]
     saved_epochs = []
 
     def counting_save(path, *args, **kwargs):
@@ -321,8 +324,8 @@ def test_interrupted_ablation_resumes_without_repeating_finished_networks(monkey
         real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(train, "save_checkpoint", counting_save)
-    with pytest.raises(ValueError, match="seeds"):  # another list of seeds is another ablation
-        pipeline.ablation(config, seeds=2, progress=False)
+    # (checkpoints are checked per network: seed 0's networks are the same in a longer list of seeds; only a
+    # finished ablation.json is checked against the list, resume.check_finished)
     result = pipeline.ablation(config, seeds=1, progress=False)
     # the vanilla network is not trained again, the ReScaW one only for its second epoch, then 4 fine-tunes
     assert saved_epochs == ["seed0-rescaw.pt", "seed0-rowC.pt", "seed0-rowD.pt", "seed0-rowE.pt", "seed0-rowF.pt"]
@@ -337,3 +340,105 @@ def test_ablation_arguments():
         pipeline.ablation(pipeline.Config(order="pq"), seeds=1, progress=False)
     with pytest.raises(ValueError, match="seeds"):
         pipeline.ablation(pipeline.Config(), seeds=0, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 14: validation before the work (class 2) and a run's folder describes that run only (class 1)
+# ----------------------------------------------------------------------------------------------------------------
+def _no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "fit", refuse)
+
+
+def test_a_ratio_that_empties_a_layer_is_refused_before_training(monkeypatch, tmp_path):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="would leave features.stem.conv with"):
+        pipeline.run(pipeline.Config(**TINY, ratio=0.8, output_dir=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_pruning_settings_do_not_block_resuming_the_training(monkeypatch, tmp_path):
+    config, checkpoint = _interrupted_run(monkeypatch, tmp_path, epochs=2)
+    saved = torch.load(checkpoint, weights_only=True)
+    result = pipeline.run(config.replace(ratio=0.25, criterion="l1", finetune_lr=2e-3), progress=False)
+    assert result.history_train["train_loss"][0] == saved["history"]["train_loss"][0]  # resumed, not restarted
+    assert result.ratios["features.block2.conv"] == 0.25
+
+
+def test_a_finished_run_is_not_overwritten_by_another_configuration(tmp_path):
+    pipeline.run(pipeline.Config(**TINY, output_dir=str(tmp_path)), progress=False)
+    before = (tmp_path / "result.json").read_bytes()
+    with pytest.raises(ValueError, match="holds the results of another configuration.*lr"):
+        pipeline.run(pipeline.Config(**TINY, lr=2e-3, output_dir=str(tmp_path)), progress=False)
+    assert (tmp_path / "result.json").read_bytes() == before
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
+    from qpsnn_lite import resume
+
+    with resume.own(tmp_path):
+        with pytest.raises(ValueError, match="in use by another run"):
+            pipeline.run(pipeline.Config(**TINY, output_dir=str(tmp_path)), progress=False)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_run_resumed_during_fine_tuning_reports_the_network_it_fine_tuned(monkeypatch, tmp_path):
+    config = pipeline.Config(**{**TINY, "finetune_epochs": 2}, output_dir=str(tmp_path))
+    real_save, real_apply = train.save_checkpoint, prune.apply
+    calls, kept = [], []
+
+    def save_then_stop_in_finetune(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # the first fine-tuning epoch is saved
+            raise KeyboardInterrupt
+
+    def recording_apply(*args, **kwargs):
+        pruned = real_apply(*args, **kwargs)
+        kept.append({k: v.tolist() for k, v in pruned.pruned_channels.items()})
+        return pruned
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop_in_finetune)
+    monkeypatch.setattr(pipeline.prune, "apply", recording_apply)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+
+    def no_rescoring(*args, **kwargs):
+        raise AssertionError("the resumed run scored the channels again")
+
+    monkeypatch.setattr(pipeline.prune, "score", no_rescoring)
+    result = pipeline.run(config, progress=False)
+    assert kept[-1] == kept[0]
+    assert export.read_spec(tmp_path / "model.safetensors")["attributes"]["pruned_channels"] == kept[0]
+    assert result.history_finetune["epoch"] == [1, 2]
+
+
+def test_tables_fit_the_books_page_width(qp_run):
+    # The book shows these at about 90 columns: at most 88 characters a line.
+    result, _ = qp_run
+    long = dataclasses.replace(result, files={"result.json": "/a/very/long/output/folder/" * 4 + "result.json"},
+                               config={**result.config, "prune_config": None, "ratio": {"features.block2.conv": 0.5}})
+    rows = [pipeline.AblationRow(row=row, description=description, gamma=None, criterion=criterion,
+                                 accuracies=[12.3456] * 10, mean=12.3456, std=1.234, paper=pipeline.PAPER_ABLATION[row],
+                                 size_mb=0.1234) for row, description, _, criterion in pipeline.ABLATION_ROWS]
+    ablation = pipeline.AblationResult(config=pipeline.Config().to_dict(), seeds=list(range(100, 130)), rows=rows,
+                                       seconds=12345.0)
+    for table in (result.table(), long.table(), ablation.table()):
+        assert max(map(len, table.splitlines())) <= 88, table
+    assert "our inference, not stated by the paper" in pipeline.PRESET_NOTES["cifar100-resnet20-ablation"]
+
+
+def test_a_finished_ablation_is_not_overwritten_by_another_list_of_seeds(monkeypatch, tmp_path):
+    config = pipeline.Config(**TINY, output_dir=str(tmp_path))
+    rows = [pipeline.AblationRow(row=row, description=description, gamma=None, criterion=criterion, accuracies=[50.0],
+                                 mean=50.0, std=0.0, paper=pipeline.PAPER_ABLATION[row], size_mb=0.1)
+            for row, description, _, criterion in pipeline.ABLATION_ROWS]
+    pipeline.AblationResult(config=config.to_dict(), seeds=[0], rows=rows, seconds=1.0).save(tmp_path / "ablation.json")
+    before = (tmp_path / "ablation.json").read_bytes()
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match=r"another configuration \(seeds: \[0\] there, \[0, 1\] now\)"):
+        pipeline.ablation(config, seeds=2, progress=False)
+    assert (tmp_path / "ablation.json").read_bytes() == before

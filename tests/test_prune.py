@@ -573,8 +573,18 @@ def test_nan_scores_from_a_criterion():
     model, x = digits()
     with torch.no_grad():
         model.features.block2.conv.weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="'l1' produced NaN scores for layer features.block2.conv"):
-        prune.score(model, None, "l1")
+    with pytest.raises(FloatingPointError, match="cannot score: features.block2.conv.weight holds NaN or inf"):
+        prune.score(model, None, "l1")  # the model is refused before any criterion runs
+
+    @prune.register_criterion("nan_test", needs_data=False)
+    def nan_criterion(activity):
+        return torch.full((activity.layer.channels,), float("nan"))
+
+    try:
+        with pytest.raises(ValueError, match="'nan_test' produced NaN scores for layer features.stem.conv"):
+            prune.score(digits()[0], None, "nan_test")
+    finally:
+        prune.CRITERIA.pop("nan_test")
 
 
 def test_bad_scoring_arguments():
@@ -686,3 +696,15 @@ def test_recalibrate_bn_bad_input_leaves_the_statistics_alone():
     with pytest.raises(ValueError, match="no BatchNorm"):
         prune.recalibrate_bn(nn.Sequential(nn.Conv2d(1, 2, 3)), [torch.rand(1, 1, 4, 4)])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_plan_tells_apply_widths_without_scores():
+    # What a run checks before it trains (issue 14, class 2): the widths apply will keep, and its errors.
+    model = models.build("resnet20", 10)
+    ratios = {layer.name: 0.5 for layer in prune.prunable_layers(model) if layer.name.endswith("conv1")}
+    ratios["features.layer1.0.conv2"] = 0.25  # a keep-set shared through identity shortcuts
+    scores = {layer.name: torch.rand(layer.channels, dtype=torch.float64) for layer in prune.prunable_layers(model)}
+    pruned = prune.apply(model, scores, ratios)
+    assert prune.plan(model, ratios) == {name: len(kept) for name, kept in pruned.pruned_channels.items()}
+    with pytest.raises(ValueError, match="would leave"):
+        prune.plan(models.build("digits_cnn", 10, channels=(4, 8, 8, 8)), 0.8)

@@ -530,3 +530,21 @@ def test_bad_percentile(percentile):
 def test_bad_codes():
     with pytest.raises(ValueError, match="codes must lie in 0..3"):
         dequantize(torch.tensor([0, 4]), 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bits", [9, 12, 16])
+def test_codes_stay_on_the_grid_in_half_precision(dtype, bits):
+    # Issue 14, class 4: codes computed in the weight's dtype overflowed (float16, 16 bits: 65535 > 65504) or left
+    # 0..2^b-1 (bfloat16 rounds 511 to 512).
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 3, 3)
+    for gamma in (None, "mean"):
+        codes, used = quant.quantization_codes(w.to(dtype), bits, gamma)
+        assert codes.min() >= 0 and codes.max() <= 2**bits - 1
+        reference, _ = quant.quantization_codes(w.to(dtype).float(), bits, None if used is None else used.float())
+        assert torch.equal(codes, reference)
+        w_hat = quant.quantize(w.to(dtype), bits, gamma)
+        assert w_hat.dtype == dtype and torch.isfinite(w_hat).all()
+    codes, _ = quant.quantization_codes(torch.ones(3, dtype=dtype), 16)
+    assert int(codes.max()) == 2**16 - 1

@@ -258,3 +258,30 @@ def test_seed_everything_repeats_random_draws():
     assert torch.equal(a, torch.rand(3))
     with pytest.raises(ValueError, match="seed"):
         train.seed_everything(True)
+
+
+def _poisoned(where: str):
+    torch.manual_seed(0)
+    model = models.build("digits_cnn", 10, channels=(4, 4, 4, 4))
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    if where == "input":
+        x[0, 0, 0, 0] = float("nan")
+    with torch.no_grad():
+        if where == "weight":
+            model.features.stem.conv.weight.view(-1)[0] = float("inf")
+        if where == "running_mean":
+            model.features.block2.bn.running_mean[0] = float("nan")
+    return model, [(x, y)]
+
+
+@pytest.mark.parametrize("where", ["input", "weight", "running_mean"])
+def test_evaluate_and_score_refuse_non_finite_values(where):
+    # Issue 14, class 3: a spike turns NaN into 0, so NaN inputs, weights or BN statistics gave finite-looking
+    # accuracies and pruning scores.
+    from qpsnn_lite import prune
+
+    model, loader = _poisoned(where)
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        train.evaluate(model, loader)
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        prune.score(model, loader, "svs", batches=1)
