@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-__all__ = ["slider_stack", "grid_stack"]
+__all__ = ["slider_stack", "grid_stack", "DEFAULT_DPI", "TAB_TITLE_CHARS"]
+
+#: Resolution of the frames. A 6-inch figure at 110 dpi is 660 px wide, about the width of the book's text
+#: column, so a 9-point title is about 14 px high (at 66-72 dpi it was 7-9 px and hard to read). The images may
+#: shrink with the page (``max_width: 100%``), never grow beyond their pixels.
+DEFAULT_DPI = 110
+#: Longest tab title that the tab bars of JupyterLab, Colab and the book show without cutting it (144 px; "criterion = firing_rat..." was cut).
+TAB_TITLE_CHARS = 16
 
 #: CSS class of the ``Accordion`` that stands in for ``Stack`` on ipywidgets 7 (its headers are hidden). Not
 #: ``qpsnn-stack-...``: that prefix marks the images (``tools/browser_check.py`` looks for it).
@@ -66,7 +73,7 @@ def slider_stack(
     render: Callable[[object], "object"],
     description: str,
     value=None,
-    dpi: int = 72,
+    dpi: int = DEFAULT_DPI,
     readout: Callable[[object], str] = str,
 ):
     """A ``SelectionSlider`` over ``values`` showing ``render(v)`` (a matplotlib ``Figure``) for the chosen value.
@@ -84,7 +91,9 @@ def slider_stack(
         raise ValueError("values is empty: give at least one slider position")
     images = []
     for i, v in enumerate(values):
-        image = w.Image(value=to_png(render(v), dpi=dpi), format="png")
+        image = w.Image(
+            value=to_png(render(v), dpi=dpi), format="png", layout=w.Layout(max_width="100%", height="auto")
+        )
         image.add_class(f"qpsnn-stack-{i}")
         images.append(image)
     labels = [readout(v) for v in values]
@@ -92,28 +101,42 @@ def slider_stack(
     start = values.index(value) if value is not None else 0
     stack, extra = _selector(images, labels, start)
     slider = w.SelectionSlider(options=options, index=start, description=description,
-                               style={"description_width": "initial"}, layout=w.Layout(width="420px"))
+                               style={"description_width": "initial"}, layout=w.Layout(width="520px"))
     w.jslink((slider, "index"), (stack, "selected_index"))
     return w.VBox([slider, stack, *extra])
+
+
+def _short(value) -> str:
+    """A tab title of at most :data:`TAB_TITLE_CHARS` characters for ``value`` (``firing_rate`` -> ``firing rate``)."""
+    text = str(value).replace("_", " ")
+    return text if len(text) <= TAB_TITLE_CHARS else text[: TAB_TITLE_CHARS - 1] + "."
 
 
 def grid_stack(
     axes: dict[str, Sequence],
     render: Callable[..., "object"],
-    dpi: int = 72,
+    dpi: int = DEFAULT_DPI,
+    tab_title: Callable[[object], str] = _short,
 ):
-    """Like :func:`slider_stack` with two controls: a slider over the first axis and toggle buttons over the second.
+    """Like :func:`slider_stack` with two controls: a slider over the first axis and tabs over the second.
 
     ``axes`` maps two control names to their values; ``render(a, b)`` returns a Figure. Implemented as a ``Tab`` of
     slider stacks (one tab per value of the second axis), so it too works without a kernel (on ipywidgets 7 and 8).
+    The tabs are titled ``tab_title(b)`` (short: a tab bar cuts long titles), and the second axis' name goes into
+    every slider's description (``"bit width (tabs: gamma)"``). The sliders of all tabs are ``jslink``-ed to the first
+    one, so changing tab keeps the slider's position (client-side, so also on the static page).
     """
     import ipywidgets as w
 
     if len(axes) != 2:
         raise ValueError(f"grid_stack takes exactly two axes, got {list(axes)}")
     (first_name, first_values), (second_name, second_values) = axes.items()
-    tabs = [slider_stack(first_values, lambda a, b=b: render(a, b), first_name, dpi=dpi) for b in second_values]
+    description = f"{first_name} (tabs: {second_name})"
+    tabs = [slider_stack(first_values, lambda a, b=b: render(a, b), description, dpi=dpi) for b in second_values]
+    sliders = [box.children[0] for box in tabs]
+    for slider in sliders[1:]:
+        w.jslink((sliders[0], "index"), (slider, "index"))
     tab = w.Tab(children=tabs)
     for i, b in enumerate(second_values):
-        tab.set_title(i, f"{second_name} = {b}")
+        tab.set_title(i, tab_title(b))
     return tab

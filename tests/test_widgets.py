@@ -58,7 +58,7 @@ def test_has_stack_follows_the_installed_ipywidgets():
     assert widgets._has_stack() is hasattr(w, "Stack")
 
 
-def _check_slider_stack(box, n: int, start: int, labels: list[str]):
+def _check_slider_stack(box, n: int, start: int, labels: list[str], links: int = 0):
     assert isinstance(box, w.VBox)
     slider, stack = box.children[:2]
     assert isinstance(slider, w.SelectionSlider)
@@ -79,7 +79,9 @@ def _check_slider_stack(box, n: int, start: int, labels: list[str]):
         assert style.value == f"<style>{widgets.FALLBACK_CSS}</style>"
         assert f".{widgets.FALLBACK_CLASS} > .p-Collapse > .p-Collapse-header" in widgets.FALLBACK_CSS
         assert not widgets.FALLBACK_CLASS.startswith("qpsnn-stack-")
-    (link,) = _links_from(slider)
+    link = [x for x in _links_from(slider) if x.target[0] is stack]
+    assert len(_links_from(slider)) == 1 + links and len(link) == 1
+    (link,) = link
     assert link.source == (slider, "index") and link.target == (stack, "selected_index")
     # as saved in the notebook's widget state (what the book's html-manager and Colab's front end read):
     state = link.get_state()
@@ -120,11 +122,44 @@ def test_grid_stack_is_a_tab_of_slider_stacks(path):
     assert isinstance(tab, w.Tab) and not isinstance(tab, getattr(w, "Stack", ()))
     assert widgets.FALLBACK_CLASS not in tab._dom_classes  # the categorical tab bar stays visible
     assert type(tab) is w.Tab
-    assert [_title(tab, i) for i in range(3)] == ["gamma = max", "gamma = mean", "gamma = vanilla"]
+    # short titles: a tab bar cuts long ones ("firing_rat...")
+    assert [_title(tab, i) for i in range(3)] == ["max", "mean", "vanilla"]
     assert len(tab.children) == 3
-    stacks = [_check_slider_stack(box, 2, start=0, labels=["2", "4"])[1] for box in tab.children]
+    checked = [_check_slider_stack(box, 2, start=0, labels=["2", "4"], links=2 if i == 0 else 0)
+               for i, box in enumerate(tab.children)]
+    sliders, stacks = zip(*checked)
     assert len({s.model_id for s in stacks}) == 3
+    assert all(s.description == "bit width (tabs: gamma)" for s in sliders)
     assert sorted(seen) == sorted((a, b) for a in (2, 4) for b in ("max", "mean", "vanilla"))
+    # the sliders of all tabs move together (client-side), so changing tab keeps the bit width
+    links = [x for x in _links_from(sliders[0]) if x.target[0] is not stacks[0]]
+    assert {(x.source, x.target) for x in links} == {((sliders[0], "index"), (s, "index")) for s in sliders[1:]}
+    for x, slider in zip(links, sliders[1:]):
+        state = x.get_state()
+        assert state["source"] == [f"IPY_MODEL_{sliders[0].model_id}", "index"]
+        assert state["target"] == [f"IPY_MODEL_{slider.model_id}", "index"]
+
+
+def test_tab_titles_are_short_and_custom():
+    assert widgets._short("firing_rate") == "firing rate"
+    assert widgets._short("percentile") == "percentile"
+    assert len(widgets._short("a_very_long_criterion")) == widgets.TAB_TITLE_CHARS
+    tab = widgets.grid_stack({"r": (0.5,), "criterion": ("firing_rate", "l1")}, _figure, dpi=20,
+                             tab_title=str.upper)
+    assert [_title(tab, i) for i in range(2)] == ["FIRING_RATE", "L1"]
+
+
+def test_frames_are_legible_by_default():
+    """At the default dpi a 6-inch frame is about the text column's width, and it may shrink with the page."""
+    fig = Figure(figsize=(6.0, 2.4))
+    fig.add_subplot().set_title("title", fontsize=9)
+    box = widgets.slider_stack([1], lambda v: fig, "x")
+    image = box.children[1].children[0]
+    import struct
+    width = struct.unpack(">I", image.value[16:20])[0]
+    assert widgets.DEFAULT_DPI >= 100 and width >= 600
+    assert 9 / 72 * widgets.DEFAULT_DPI >= 12  # a 9-point title is at least 12 px high
+    assert image.layout.max_width == "100%"
 
 
 def test_grid_stack_needs_two_axes():
