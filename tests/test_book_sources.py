@@ -108,3 +108,21 @@ def test_every_chapter_is_a_pair():
     for md in sources:
         assert md.with_suffix(".ipynb").exists(), md
     assert not list((ROOT / "tools").glob("make_*.py")), "notebook generators are gone: edit the .md sources"
+
+
+def test_an_edit_made_during_execution_is_kept_and_no_output_stored(pair, monkeypatch):
+    """Executing takes minutes; an edit of the .md meanwhile must survive, and the stale outputs must not land."""
+    execute_notebooks = pytest.importorskip("execute_notebooks")
+    md, ipynb, _ = pair
+    stored = ipynb.read_text()
+    edited = md.read_text().replace("# 01 · LIF neurons", "# 01 · LIF neurons (edited)")
+
+    def edit_while_executing(client):
+        md.write_text(edited)
+        return client.nb
+
+    monkeypatch.setattr(execute_notebooks.NotebookClient, "execute", edit_while_executing)
+    with pytest.raises(execute_notebooks.SourceChanged, match="edited while it executed"):
+        execute_notebooks.execute(md)
+    assert md.read_text() == edited
+    assert ipynb.read_text() == stored

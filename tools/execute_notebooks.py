@@ -33,13 +33,22 @@ def sync(md: Path) -> None:
     subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--sync", str(md)], check=True)
 
 
+class SourceChanged(RuntimeError):
+    """The chapter's .md was edited while the chapter executed: its outputs would belong to the older source."""
+
+
 def execute(md: Path, timeout: int = 1200) -> float:
     ipynb = md.with_suffix(".ipynb")
+    source = md.read_text()
     nb = nbformat.read(ipynb, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(md.parent)}}).execute()
     seconds = time.perf_counter() - start
+    if md.read_text() != source:  # writing now would make the older cells the newer file, and sync would undo the edit
+        shown = md.relative_to(ROOT) if md.is_relative_to(ROOT) else md
+        raise SourceChanged(f"{shown} was edited while it executed: your edit is kept and these outputs were not "
+                            f"stored; run python tools/execute_notebooks.py {shown} again")
     book_sources.record(nb, seconds)
     nbformat.write(nb, ipynb)
     sync(md)  # the .ipynb is now the newer file; this leaves the .md's cells as they are and updates its timestamp
@@ -63,7 +72,12 @@ def main(argv: list[str]) -> int:
         sync(md)
         if args.sync_only or args.stamp_install:
             continue
-        seconds = execute(md)
+        try:
+            seconds = execute(md)
+        except SourceChanged as changed:
+            print(f"execute_notebooks: {changed}", file=sys.stderr)
+            status = 1
+            continue
         print(f"{md.relative_to(ROOT)} executed in {seconds:.0f} s", flush=True)
         status |= subprocess.call([sys.executable, str(ROOT / "tools" / "check_book.py"), "--notebooks-only",
                                    str(md.with_suffix(".ipynb"))])
