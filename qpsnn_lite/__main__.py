@@ -31,20 +31,31 @@ from .report import wrap
 
 EPILOG = """\
 examples:
-  python -m qpsnn_lite run                          # QP-SNN on the offline digits, about a minute on a CPU
-  python -m qpsnn_lite run --bits 2 --ratio 0.7     # harder: 2-bit weights, 70 % of the channels removed
-  python -m qpsnn_lite run --criterion sca --gamma none   # the paper's baseline: vanilla quantizer + SCA
-  python -m qpsnn_lite run --ratio features.stem.conv=0.25,features.block2.conv=0.5   # per-layer ratios
-  python -m qpsnn_lite run --order pq               # prune at full precision first, then quantize (App. A)
-  python -m qpsnn_lite ablation --seeds 3           # rows A-F of the paper's Table 2 on the digits
-  python -m qpsnn_lite presets                      # the paper's CIFAR settings
-  python -m qpsnn_lite run --preset cifar10-resnet20-A                # the paper's run (GPU, downloads CIFAR-10)
-  python -m qpsnn_lite run --preset cifar10-resnet20-A --epochs 30 --finetune-epochs 10 --optimizer adam --lr 1e-3
+  # QP-SNN on the offline digits, on the CPU
+  python -m qpsnn_lite run
+  # harder: 2-bit weights, 70 % of the channels removed
+  python -m qpsnn_lite run --bits 2 --ratio 0.7
+  # the paper's baseline: vanilla quantizer + SCA
+  python -m qpsnn_lite run --criterion sca --gamma none
+  # per-layer ratios
+  python -m qpsnn_lite run --ratio features.stem.conv=0.25,features.block2.conv=0.5
+  # prune at full precision first, then quantize (App. A)
+  python -m qpsnn_lite run --order pq
+  # rows A-F of the paper's Table 2 on the digits
+  python -m qpsnn_lite ablation --seeds 3
+  # the paper's CIFAR settings, then the paper's run (GPU, downloads CIFAR-10)
+  python -m qpsnn_lite presets
+  python -m qpsnn_lite run --preset cifar10-resnet20-A
+  # the same with a smaller budget
+  python -m qpsnn_lite run --preset cifar10-resnet20-A --epochs 30 \\
+      --finetune-epochs 10 --optimizer adam --lr 1e-3
 
-Results go to --output-dir (default runs/<timestamp>): result.json, model.safetensors (integer export), accuracy.png
-and channels.png; `ablation` writes ablation.json. Flags override the preset's fields; `presets NAME` prints one.
-`run` and `ablation` save a checkpoint after every epoch in DIR: if a long run is interrupted (a Colab session ends),
-the same command with the same --output-dir resumes it after its last finished epoch.
+Results go to --output-dir (default runs/<timestamp>): result.json, model.safetensors
+(integer export), accuracy.png and channels.png; `ablation` writes ablation.json. Flags
+override the preset's fields; `presets NAME` prints one. `run` and `ablation` save a
+checkpoint after every epoch in DIR: if a long run is interrupted (a Colab session
+ends), the same command with the same --output-dir resumes it after its last finished
+epoch.
 """
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -80,8 +91,9 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m qpsnn_lite",
-        description="QP-SNN (Wei et al., ICLR 2025) from the shell: train a quantized spiking network, prune its "
-                    "channels by singular-value score, fine-tune, and report accuracy, model size, SOPs and energy.",
+        description="\n".join(wrap(
+            "QP-SNN (Wei et al., ICLR 2025) from the shell: train a quantized spiking network, prune its channels "
+            "by singular-value score, fine-tune, and report accuracy, model size, SOPs and energy.", indent="")),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="{run,ablation,presets}")
@@ -92,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flags(run)
     run.set_defaults(subparser=run)
     ablation = commands.add_parser("ablation", help="rows A-F of the paper's Table 2, mean ± std over seeds",
-                                   description="Rows A-F of Table 2: vanilla vs ReScaW quantization, no pruning vs "
-                                               "SCA vs SVS pruning, over several seeds.",
+                                   description="\n".join(wrap(
+                                       "Rows A-F of Table 2: vanilla vs ReScaW quantization, no pruning vs SCA vs SVS "
+                                       "pruning, over several seeds.", indent="")),
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ablation.add_argument("--seeds", type=_count("a number of seeds").cli_parse, default=3, metavar="N",
                           help="seeds per row (default: 3)")

@@ -209,3 +209,14 @@ def test_argument_errors_found_before_training_exit_2(flags, message, tmp_path, 
     monkeypatch.setattr(train, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("training started")))
     assert _status(["run", *TINY, *flags, "--output-dir", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["ablation"], ["presets"]])
+def test_help_fits_the_books_page_width(command, capsys, monkeypatch):
+    """Chapter 07 prints `run --help`; the page shows about 90 columns of output."""
+    monkeypatch.setenv("COLUMNS", "80")  # what a notebook's subprocess and a CI log see
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 88, out
