@@ -178,18 +178,35 @@ kernel_prefix, package_file = probe.cells[0].outputs[0]["text"].split()
 if Path(kernel_prefix).resolve() != venv or venv not in Path(package_file).resolve().parents:
     sys.exit(f"the kernel runs {kernel_prefix} and imports {package_file}, not the venv {venv}")
 
+def execute(copy, folder):
+    """Execute the notebook in a fresh kernel; return it. A kernel that stops answering (seen once here: kernel and
+    client both idle, a cell never replied) is the harness's fault, not the chapter's: such a run times out after
+    15 minutes without a reply and is retried once, and the log says so. A cell that raises is never retried."""
+    for attempt in (1, 2):
+        nb = nbformat.read(copy, as_version=4)
+        client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": folder}})
+        try:
+            client.execute()
+            return nb, "ok" if attempt == 1 else "ok (second attempt)"
+        except CellExecutionError as error:
+            error.nb = nb
+            raise
+        except Exception as error:  # a timeout, a dead kernel
+            if attempt == 2:
+                raise
+            print(f"         {copy.name}: {type(error).__name__}: {error}; retrying in a fresh kernel", flush=True)
+
+
 failures, total = [], 0.0
 for path in paths:
     with tempfile.TemporaryDirectory(prefix="chapter-", dir=work) as folder:
         copy = Path(folder) / path.name
         shutil.copyfile(path, copy)
-        nb = nbformat.read(copy, as_version=4)
-        client = NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": folder}})
         tic = time.perf_counter()
         try:
-            client.execute()
-            status = "ok"
+            nb, status = execute(copy, folder)
         except CellExecutionError as error:
+            nb = error.nb
             cell = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
                 o.get("output_type") == "error" for o in c.get("outputs", []))), None)
             status = f"FAILED in cell {cell}: {error.ename}: {error.evalue}"
