@@ -104,6 +104,6 @@ def glue(name: str, value, display: bool = True) -> None:
 
 def glue_words(name: str, text: str) -> None:
     """Glue a phrase (rendered with ``{glue:md}``) whose wording depends on a measured result."""
-    from IPython.display import Markdown  # imported here: IPython is there in a notebook, not necessarily elsewhere
+    from IPython.display import Markdown  # a dependency, imported here: loading IPython is slow, and only this needs it
 
     glue(name, Markdown(text), display=False)

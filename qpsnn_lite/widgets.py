@@ -1,6 +1,6 @@
 """Interactive explorers that keep working in the static rendered book.
 
-Pattern (``WIDGETS.md`` of the design notes): render one small figure per slider position when the cell executes,
+Pattern (why: ``docs/design.md``, "Static widgets"): render one small figure per slider position when the cell executes,
 wrap each as an ``ipywidgets.Image`` inside an ``ipywidgets.Stack``, and link the slider's ``index`` to the stack's
 ``selected_index`` on the client side with ``jslink``. In Jupyter and Colab it responds at once; in the rendered book the
 saved widget state does the same without a kernel. Used from chapter 01 on.
